@@ -1,0 +1,64 @@
+"""The Flask application factory."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import redis
+from flask import Flask, jsonify
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+from werkzeug.exceptions import HTTPException
+
+import cli
+import config
+import cron
+import oauth
+import webhook
+from services import build_services, current_services
+
+log = logging.getLogger(__name__)
+
+
+def create_app(test_config: dict | None = None) -> Flask:
+    """Build the app from the environment, with `test_config` applied on top."""
+    app = Flask(__name__, instance_relative_config=True)
+    app.config.from_mapping(config.from_environ(instance_path=app.instance_path))
+    if test_config:
+        app.config.update(test_config)
+    if app.config["DATABASE_URL"].startswith("sqlite:///" + app.instance_path):
+        os.makedirs(app.instance_path, exist_ok=True)  # the default database lives there
+    app.extensions["strava_sync"] = build_services(app.config)
+    if not app.config["TOKEN_ENCRYPTION_KEY"]:
+        log.warning("TOKEN_ENCRYPTION_KEY is not set: Strava tokens are stored unencrypted")
+    for blueprint in (webhook.bp, cron.bp, oauth.bp):
+        app.register_blueprint(blueprint)
+    app.register_error_handler(HTTPException, _json_error)
+    app.add_url_rule("/healthz", view_func=healthz)
+    cli.init_app(app)
+    return app
+
+
+def _json_error(exc: HTTPException):
+    return jsonify(error=exc.description or exc.name), exc.code
+
+
+def healthz():
+    """Whether the database and Redis answer."""
+    svc = current_services()
+    status = {"status": "ok", "db": "ok", "redis": "inline" if svc.inline else "ok"}
+    try:
+        with svc.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except SQLAlchemyError as exc:
+        status["db"] = f"down: {type(exc).__name__}"
+    if not svc.inline:
+        try:
+            svc.redis.ping()
+        except redis.RedisError as exc:
+            status["redis"] = f"down: {type(exc).__name__}"
+    if "down" in status["db"] or "down" in status["redis"]:
+        status["status"] = "degraded"
+        return jsonify(status), 503
+    return jsonify(status)

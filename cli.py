@@ -1,0 +1,349 @@
+"""Command line: `flask --app app init-db`, `flask --app app strava ...`, `flask --app app demo`.
+
+Every refusal exits non-zero with one plain sentence on stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+
+import click
+import redis
+import requests
+from flask import Flask
+from flask.cli import AppGroup
+from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
+
+import jobs
+import models
+from services import QUEUES, Services, current_services
+from strava_client import ApplicationInactive, BadRequest, StravaError, Unauthorized
+
+strava = AppGroup("strava", help="Manage the Strava subscription, sweeps and backfills.")
+subscription = AppGroup("subscription", help="The one webhook subscription Strava allows.")
+strava.add_command(subscription)
+
+
+def fail(message: str) -> None:
+    """Stop with a sentence on stderr and exit status 1."""
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(1)
+
+
+@click.command("init-db")
+def init_db_command():
+    """Create the tables (safe to run again)."""
+    models.init_db(current_services().engine)
+    click.echo("Database ready.")
+
+
+# -- subscription ---------------------------------------------------------------------------------
+
+
+def check_callback(url: str, verify_token: str) -> str | None:
+    """Call our callback as Strava will; returns what is wrong, or None if it answers right."""
+    challenge = secrets.token_urlsafe(12)
+    params = {"hub.mode": "subscribe", "hub.challenge": challenge, "hub.verify_token": verify_token}
+    try:
+        response = requests.get(url, params=params, timeout=5)
+    except requests.RequestException as exc:
+        return f"the callback URL {url} is not reachable ({type(exc).__name__})"
+    if response.status_code == 403:
+        return (
+            f"the callback at {url} refused our verify token: the deployed app's "
+            "STRAVA_VERIFY_TOKEN differs from this one (or is unset there)"
+        )
+    if response.status_code != 200:
+        return f"the callback at {url} answered {response.status_code}, not 200"
+    try:
+        echoed = response.json().get("hub.challenge")
+    except (ValueError, AttributeError):
+        echoed = None
+    if echoed != challenge:
+        return f"the callback at {url} did not echo the challenge as JSON {{'hub.challenge': ...}}"
+    if response.elapsed.total_seconds() > 2:
+        return f"the callback at {url} took over 2 s to answer; Strava will give up on it"
+    return None
+
+
+def _explain(exc: StravaError) -> str:
+    if isinstance(exc, ApplicationInactive):
+        return str(exc)
+    if isinstance(exc, Unauthorized) or exc.status == 401:
+        return "Strava refused the application's credentials: check STRAVA_CLIENT_ID and SECRET"
+    if isinstance(exc, BadRequest) and any("callback" in str(e).lower() for e in exc.errors):
+        return f"Strava could not validate the callback URL ({exc})"
+    return str(exc)
+
+
+def _remember(svc: Services, subscription_id: int | None) -> None:
+    with svc.engine.begin() as conn:
+        models.set_setting(
+            conn, "subscription_id", str(subscription_id) if subscription_id else None
+        )
+    svc.forget_subscription()
+
+
+def _describe(sub: dict) -> str:
+    return f"id {sub['id']}, callback {sub.get('callback_url')}, created {sub.get('created_at')}"
+
+
+def _existing(svc: Services) -> dict | None:
+    try:
+        subs = svc.client.list_subscriptions()
+    except StravaError as exc:
+        fail(_explain(exc))
+    return subs[0] if subs else None
+
+
+def _require(svc: Services, *names: str) -> None:
+    missing = [n for n in names if not svc.config.get(n)]
+    if missing:
+        fail(f"{', '.join(missing)} must be set")
+
+
+@subscription.command("create")
+@click.option(
+    "--callback-url", help="Public URL of /api/strava/webhook (default STRAVA_CALLBACK_URL)."
+)
+def subscription_create(callback_url):
+    """Create the push subscription after checking our callback answers as Strava expects."""
+    svc = current_services()
+    _require(svc, "STRAVA_CLIENT_ID", "STRAVA_CLIENT_SECRET", "STRAVA_VERIFY_TOKEN")
+    url = callback_url or svc.config.get("STRAVA_CALLBACK_URL")
+    if not url:
+        fail("give --callback-url or set STRAVA_CALLBACK_URL")
+    problem = check_callback(url, svc.config["STRAVA_VERIFY_TOKEN"])
+    if problem:
+        fail(f"{problem}. Strava was not asked.")
+    existing = _existing(svc)
+    if existing:
+        _remember(svc, existing["id"])
+        fail(f"a subscription already exists ({_describe(existing)}); delete it first")
+    try:
+        created = svc.client.create_subscription(url, svc.config["STRAVA_VERIFY_TOKEN"])
+    except StravaError as exc:
+        fail(_explain(exc))
+    _remember(svc, created["id"])
+    click.echo(f"Subscription created: id {created['id']}, callback {url}")
+
+
+@subscription.command("show")
+def subscription_show():
+    """Show the current subscription, or 'none'."""
+    svc = current_services()
+    _require(svc, "STRAVA_CLIENT_ID", "STRAVA_CLIENT_SECRET")
+    existing = _existing(svc)
+    _remember(svc, existing["id"] if existing else None)
+    if not existing:
+        click.echo("none")
+        return
+    click.echo(_describe(existing))
+    configured = svc.config.get("STRAVA_CALLBACK_URL")
+    if configured and configured != existing.get("callback_url"):
+        click.echo(
+            f"Warning: STRAVA_CALLBACK_URL is {configured}, not the subscribed URL", err=True
+        )
+
+
+@subscription.command("delete")
+@click.option("--id", "subscription_id", type=int, help="Subscription id (default: ours).")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def subscription_delete(subscription_id, yes):
+    """Delete the push subscription; Strava stops sending events."""
+    svc = current_services()
+    _require(svc, "STRAVA_CLIENT_ID", "STRAVA_CLIENT_SECRET")
+    if subscription_id is None:
+        existing = _existing(svc)
+        if not existing:
+            fail("there is no subscription to delete")
+        subscription_id = existing["id"]
+    if not yes and not click.confirm(f"Delete subscription {subscription_id}?"):
+        fail("not deleted")
+    try:
+        svc.client.delete_subscription(subscription_id)
+    except StravaError as exc:
+        fail(_explain(exc))
+    _remember(svc, None)
+    click.echo(f"Subscription {subscription_id} deleted.")
+
+
+# -- sweeps and backfills -------------------------------------------------------------------------
+
+
+def wait_for_run(svc: Services, run_id: int, timeout: float) -> dict:
+    """Show a progress bar until a sync_run finishes (or the timeout); returns its row."""
+    with svc.engine.connect() as conn:
+        run = models.get_run(conn, run_id)
+    deadline = time.monotonic() + timeout
+    with click.progressbar(
+        length=max(run.riders_planned, 1), label="riders", file=sys.stderr
+    ) as bar:
+        done = 0
+        while run.status == "running" and time.monotonic() < deadline:
+            time.sleep(0.2)
+            with svc.engine.connect() as conn:
+                run = models.get_run(conn, run_id)
+            bar.update(run.riders_done - done)
+            done = run.riders_done
+    return run_summary(run)
+
+
+def run_summary(run) -> dict:
+    """A sync_run row as JSON-ready data."""
+    data = dict(run._mapping)
+    for key in ("started_at", "finished_at"):
+        data[key] = data[key].isoformat() if data[key] else None
+    return data
+
+
+@strava.command("reconcile")
+@click.option("--dry-run", is_flag=True, help="Report the differences without writing them.")
+@click.option("--max-riders", type=click.IntRange(min=0), help="Plan at most this many riders.")
+@click.option("--rider", "rider_id", type=int, help="Only this rider.")
+@click.option("--wait/--no-wait", default=True, help="Wait for the queued work to finish.")
+@click.option("--timeout", default=3600.0, help="Seconds to wait at most.")
+def reconcile_command(dry_run, max_riders, rider_id, wait, timeout):
+    """Run the nightly sweep now."""
+    svc = current_services()
+    try:
+        summary = jobs.queue_sweep(
+            svc, "command", dry_run=dry_run, max_riders=max_riders, rider_id=rider_id
+        )
+    except redis.RedisError as exc:
+        fail(f"Redis is unreachable, nothing was queued ({type(exc).__name__})")
+    if wait and summary["planned"]:
+        summary["run"] = wait_for_run(svc, summary["run_id"], timeout)
+    click.echo(json.dumps(summary, indent=2, default=str))
+
+
+@strava.command("backfill")
+@click.argument("rider_id", type=int)
+@click.option("--days", type=click.IntRange(min=1), help="Only the last N days.")
+@click.option("--wait/--no-wait", default=True, help="Wait for the queued work to finish.")
+@click.option("--timeout", default=3600.0, help="Seconds to wait at most.")
+def backfill_command(rider_id, days, wait, timeout):
+    """Re-read a rider's history from Strava."""
+    svc = current_services()
+    with svc.engine.connect() as conn:
+        connection = models.get_connection(conn, rider_id)
+    if connection is None or connection.refresh_token is None:
+        fail(f"rider {rider_id} has no Strava connection")
+    run_id = jobs.queue_backfill(svc, rider_id, days)
+    summary = {"run_id": run_id}
+    if wait:
+        summary["run"] = wait_for_run(svc, run_id, timeout)
+    click.echo(json.dumps(summary, indent=2, default=str))
+
+
+# -- status ---------------------------------------------------------------------------------------
+
+
+def _queues(svc: Services) -> dict:
+    result = {}
+    for name in QUEUES:
+        queue = svc.queue(name)
+        failed = FailedJobRegistry(queue=queue)
+        latest = []
+        for job in queue.job_class.fetch_many(failed.get_job_ids(-5, -1), connection=svc.redis):
+            if job is not None:
+                reason = (job.latest_result().exc_string if job.latest_result() else "") or ""
+                latest.append(
+                    {"id": job.id, "func": job.func_name, "reason": reason.strip()[-300:]}
+                )
+        result[name] = {
+            "queued": queue.count,
+            "started": StartedJobRegistry(queue=queue).count,
+            "scheduled": ScheduledJobRegistry(queue=queue).count,
+            "failed": failed.count,
+            "latest_failures": latest,
+        }
+    return result
+
+
+def collect_status(svc: Services) -> dict:
+    """Everything an operator checks at a glance, as JSON-ready data."""
+    now = datetime.now(UTC)
+    with svc.engine.connect() as conn:
+        runs = models.recent_runs(conn)
+        status = {
+            "subscription_id": svc.subscription_id(),
+            "callback_url": svc.config.get("STRAVA_CALLBACK_URL"),
+            "events_24h": models.event_counts_since(conn, now - timedelta(days=1)),
+            "last_sweep": run_summary(runs[0]) if runs else None,
+            "unannounced_recent_sweeps": sum(r.activities_unannounced for r in runs),
+            "stale_riders": [
+                r.rider_id for r in models.stale_riders(conn, now - timedelta(days=2))
+            ],
+            "deauthorized_riders": [r.rider_id for r in models.deauthorized_riders(conn)],
+        }
+    try:
+        status["queues"] = _queues(svc)
+        status["budget"] = svc.budget.snapshot()
+    except redis.RedisError as exc:
+        status["redis"] = f"down: {type(exc).__name__}"
+    return status
+
+
+@strava.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def status_command(as_json):
+    """Queues, failures, rate budget, subscription, last sweep and stale riders."""
+    status = collect_status(current_services())
+    if as_json:
+        click.echo(json.dumps(status, indent=2, default=str))
+        return
+    for line in format_status(status):
+        click.echo(line)
+
+
+def format_status(status: dict) -> list[str]:
+    """The status as lines for a person."""
+    lines = [f"subscription: {status['subscription_id'] or 'none'}"]
+    events = status["events_24h"]
+    lines.append(
+        "events (24 h): " + (", ".join(f"{k} {v}" for k, v in sorted(events.items())) or "none")
+    )
+    for name, q in status.get("queues", {}).items():
+        lines.append(
+            f"queue {name}: {q['queued']} queued, {q['started']} running, "
+            f"{q['scheduled']} scheduled, {q['failed']} failed"
+        )
+        lines += [f"  failed {f['func']}: {f['reason'].splitlines()[-1] if f['reason'] else '?'}"
+                  for f in q["latest_failures"]]  # fmt: skip
+    for bucket in ("overall", "read"):
+        b = status.get("budget", {}).get(bucket)
+        if b:
+            lines.append(
+                f"budget {bucket}: {b['used_15min']}/{b['limit_15min']} this window "
+                f"(resets {b['window_resets_at']}), {b['used_day']}/{b['limit_day']} today"
+            )
+    if "redis" in status:
+        lines.append(f"redis: {status['redis']}")
+    sweep = status["last_sweep"]
+    if sweep:
+        lines.append(
+            f"last sweep: #{sweep['id']} {sweep['status']} at {sweep['started_at']}: "
+            f"{sweep['riders_done']}/{sweep['riders_planned']} riders, "
+            f"{sweep['riders_deferred']} deferred, {sweep['activities_created']} created, "
+            f"{sweep['activities_updated']} updated, {sweep['activities_deleted']} deleted"
+        )
+    else:
+        lines.append("last sweep: never")
+    lines.append(
+        f"found by recent sweeps but never announced by an event: "
+        f"{status['unannounced_recent_sweeps']}"
+    )
+    lines.append(f"riders not reconciled for 2 days: {len(status['stale_riders'])}")
+    lines.append(f"deauthorized riders: {len(status['deauthorized_riders'])}")
+    return lines
+
+
+def init_app(app: Flask) -> None:
+    """Register the commands on the app."""
+    app.cli.add_command(init_db_command)
+    app.cli.add_command(strava)

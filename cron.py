@@ -1,0 +1,39 @@
+"""`/api/cron/*`: endpoints a scheduler (GitHub Actions) calls, behind the cron secret."""
+
+from __future__ import annotations
+
+import hmac
+
+from flask import Blueprint, jsonify, request
+
+import jobs
+from services import current_services
+
+bp = Blueprint("cron", __name__)
+
+
+def authorized(header: str | None, secret: str | None) -> bool:
+    """Whether an Authorization header carries the configured cron secret (fails closed)."""
+    if not secret or not header or not header.startswith("Bearer "):
+        return False
+    return hmac.compare_digest(header[len("Bearer ") :].encode(), secret.encode())
+
+
+@bp.post("/api/cron/reconcile")
+def start_reconcile():
+    """Plan tonight's sweep and queue its per-rider work."""
+    svc = current_services()
+    if not authorized(request.headers.get("Authorization"), svc.config.get("CRON_SECRET")):
+        return jsonify(error="a valid cron bearer token is required"), 401
+    body = request.get_json(silent=True) if request.get_data() else {}
+    if not isinstance(body, dict):
+        return jsonify(error="the body must be a JSON object"), 400
+    dry_run, max_riders = body.get("dry_run", False), body.get("max_riders")
+    if not isinstance(dry_run, bool):
+        return jsonify(error="dry_run must be true or false"), 400
+    if max_riders is not None and (
+        isinstance(max_riders, bool) or not isinstance(max_riders, int) or max_riders < 0
+    ):
+        return jsonify(error="max_riders must be a non-negative integer"), 400
+    summary = jobs.queue_sweep(svc, "cron", dry_run=dry_run, max_riders=max_riders)
+    return jsonify(summary)

@@ -1,0 +1,223 @@
+"""The shared Strava rate budget, kept in Redis so every worker on every host draws from one pool.
+
+Strava counts each request against two buckets (overall and read), each with a fixed 15-minute
+window and a UTC-day window: four counters. A permit is taken by one Lua script that checks all
+four against their caps and increments them only if all pass, so no amount of concurrency can
+overshoot. Counter keys embed their window's start and expire soon after it ends; time comes from
+an injectable clock, never from Redis. After each response the counters are raised to Strava's own
+usage and the limits it reports are stored in Redis for all workers. The bulk lane may use only
+`1 - reserve` of each window, leaving the rest for real-time fetches.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from datetime import UTC, datetime
+
+from strava_client import BucketUsage, RateLimits
+
+WINDOW = 900
+DAY = 86400
+EXPIRY_SLACK = 60  # hosts' clocks differ a little: a lagging worker must still find the counter
+BUCKETS = ("overall", "read")
+# Daily counters first: when several windows are spent, the first one found resets last.
+COUNTERS = (("overall", "day"), ("read", "day"), ("overall", "15m"), ("read", "15m"))
+PER_MILLION = 1_000_000  # lane shares in integer parts per million, so Lua and Python floor alike
+
+# KEYS: the four counters, then the limits hash.
+# ARGV: lane share per million, then per counter (3 each): limits field, default limit, ttl.
+_TAKE = """
+for i = 1, 4 do
+  local a = 1 + (i - 1) * 3
+  local limit = tonumber(redis.call('HGET', KEYS[5], ARGV[a + 1]) or ARGV[a + 2])
+  local cap = math.floor(limit * tonumber(ARGV[1]) / 1000000)
+  local used = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if used >= cap then return {i, used, cap} end
+end
+for i = 1, 4 do
+  redis.call('INCR', KEYS[i])
+  redis.call('EXPIRE', KEYS[i], ARGV[i * 3 + 1])
+end
+return {0, 0, 0}
+"""
+
+# KEYS: the four counters, then the limits hash.
+# ARGV per counter (5 each): limits field, default limit, reported limit, reported usage, ttl.
+# '' means not reported; a usage of 'spent' raises the counter to the counter's limit.
+_RECORD = """
+for i = 1, 4 do
+  local a = (i - 1) * 5
+  local field, limit, usage = ARGV[a + 1], ARGV[a + 3], ARGV[a + 4]
+  if limit ~= '' then redis.call('HSET', KEYS[5], field, limit) end
+  if usage == 'spent' then usage = redis.call('HGET', KEYS[5], field) or ARGV[a + 2] end
+  if usage ~= '' and tonumber(usage) > tonumber(redis.call('GET', KEYS[i]) or '0') then
+    redis.call('SET', KEYS[i], usage, 'EX', ARGV[a + 5])
+  end
+end
+return 0
+"""
+
+
+class NoPermit(Exception):
+    """No permit now; retry_at is the epoch second at which the blocking window resets."""
+
+    def __init__(self, retry_at: float, reason: str):
+        super().__init__(retry_at, reason)  # both in args, so the exception pickles for RQ
+        self.retry_at = retry_at
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"{self.reason}; resets {_iso(self.retry_at)}"
+
+
+def window_bounds(now: float) -> tuple[float, float, float, float]:
+    """Return (window_start, window_end, day_start, day_end) around now, in epoch seconds."""
+    window_start = now - now % WINDOW
+    day_start = now - now % DAY
+    return window_start, window_start + WINDOW, day_start, day_start + DAY
+
+
+def _by_window(usage: BucketUsage | None) -> dict[str, tuple[int, int]]:
+    """A reported bucket as {window: (limit, used)}; empty when Strava sent no headers for it."""
+    if usage is None:
+        return {}
+    return {
+        "15m": (usage.limit_15min, usage.usage_15min),
+        "day": (usage.limit_day, usage.usage_day),
+    }
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class RateBudget:
+    """Permits for Strava requests, shared through Redis by every worker."""
+
+    def __init__(
+        self,
+        redis,
+        *,
+        limits=(200, 2000),
+        read_limits=(100, 1000),
+        reserve=0.2,
+        clock=time.time,
+        prefix="strava-sync:budget",
+    ):
+        if not 0 <= reserve < 1:
+            raise ValueError(f"reserve must be in [0, 1), got {reserve!r}")
+        self.redis = redis
+        self.reserve = reserve
+        self.clock = clock
+        self.prefix = prefix
+        self._defaults = {"overall": tuple(limits), "read": tuple(read_limits)}
+        self._shares = {"realtime": PER_MILLION, "bulk": round((1 - reserve) * PER_MILLION)}
+        self._take = redis.register_script(_TAKE)
+        self._record = redis.register_script(_RECORD)
+        self._sent = threading.local()  # when this thread's last permit was taken
+
+    def take_permit(self, lane: str = "realtime") -> None:
+        """Atomically check and count one request against all four counters, or raise NoPermit."""
+        share = self._share(lane)
+        now = self.clock()
+        args = [share]
+        for bucket, window in COUNTERS:
+            args += [f"{bucket}:{window}", self._default(bucket, window), self._ttl(window, now)]
+        blocked, used, cap = self._take(keys=self._keys(now), args=args)
+        if blocked:
+            bucket, window = COUNTERS[blocked - 1]
+            name = "15-minute" if window == "15m" else "daily"
+            reason = f"{bucket} {name} window spent ({used}/{cap} for {lane})"
+            raise NoPermit(self._resets_at(window, now), reason)
+        self._sent.at = now
+
+    def record_response(self, status: int, rate_limits: RateLimits) -> None:
+        """Raise counters to Strava's reported usage, adopt its limits; a 429 spends the window."""
+        now = self.clock()
+        # A response that arrives just after a reset reports the previous window's usage: carry
+        # usage only into the windows this thread's last permit was taken in.
+        sent, current = window_bounds(vars(self._sent).pop("at", now)), window_bounds(now)
+        same = {"15m": sent[0] == current[0], "day": sent[2] == current[2]}
+        reported = {b: _by_window(getattr(rate_limits, b)) for b in BUCKETS}
+        exhausted = any(used >= limit for r in reported.values() for limit, used in r.values())
+        args = []
+        for bucket, window in COUNTERS:
+            limit, used = reported[bucket].get(window, ("", ""))
+            if status == 429 and not exhausted and window == "15m":
+                used = "spent"  # a 429 that doesn't say which window: assume the 15-minute ones
+            if not same[window]:
+                used = ""
+            args += [
+                f"{bucket}:{window}",
+                self._default(bucket, window),
+                limit,
+                used,
+                self._ttl(window, now),
+            ]
+        self._record(keys=self._keys(now), args=args)
+
+    def available(self, lane: str = "bulk") -> dict:
+        """Permits this lane may still take in this 15-minute window and today (both buckets)."""
+        share = self._share(lane)
+        limits, used = self._read(self.clock())
+        left = {c: max(0, limits[c] * share // PER_MILLION - used[c]) for c in COUNTERS}
+        return {
+            "window": min(left[b, "15m"] for b in BUCKETS),
+            "day": min(left[b, "day"] for b in BUCKETS),
+        }
+
+    def snapshot(self) -> dict:
+        """A JSON-ready view of limits, usage and resets for status pages and the cron answer."""
+        now = self.clock()
+        _, window_end, _, day_end = window_bounds(now)
+        limits, used = self._read(now)
+        view = {"reserve": self.reserve}
+        for b in BUCKETS:
+            view[b] = {
+                "limit_15min": limits[b, "15m"],
+                "used_15min": used[b, "15m"],
+                "left_15min": max(0, limits[b, "15m"] - used[b, "15m"]),
+                "limit_day": limits[b, "day"],
+                "used_day": used[b, "day"],
+                "left_day": max(0, limits[b, "day"] - used[b, "day"]),
+                "window_resets_at": _iso(window_end),
+                "day_resets_at": _iso(day_end),
+            }
+        return view
+
+    def _share(self, lane: str) -> int:
+        if lane not in self._shares:
+            raise ValueError(f"unknown lane {lane!r}; expected 'realtime' or 'bulk'")
+        return self._shares[lane]
+
+    def _default(self, bucket: str, window: str) -> int:
+        return self._defaults[bucket][0 if window == "15m" else 1]
+
+    def _keys(self, now: float) -> list[str]:
+        window_start, _, day_start, _ = window_bounds(now)
+        starts = {"15m": int(window_start), "day": int(day_start)}
+        counters = [f"{self.prefix}:{b}:{w}:{starts[w]}" for b, w in COUNTERS]
+        return [*counters, f"{self.prefix}:limits"]
+
+    @staticmethod
+    def _resets_at(window: str, now: float) -> float:
+        _, window_end, _, day_end = window_bounds(now)
+        return window_end if window == "15m" else day_end
+
+    def _ttl(self, window: str, now: float) -> int:
+        # Relative expiry, because the injected clock need not agree with the Redis server's.
+        return math.ceil(self._resets_at(window, now) - now) + EXPIRY_SLACK
+
+    def _read(self, now: float) -> tuple[dict, dict]:
+        keys = self._keys(now)
+        with self.redis.pipeline() as pipe:
+            pipe.mget(keys[:4])
+            pipe.hmget(keys[4], [f"{b}:{w}" for b, w in COUNTERS])
+            counts, learned = pipe.execute()
+        limits, used = {}, {}
+        for i, (bucket, window) in enumerate(COUNTERS):
+            limits[bucket, window] = int(learned[i] or self._default(bucket, window))
+            used[bucket, window] = int(counts[i] or 0)
+        return limits, used

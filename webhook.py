@@ -1,0 +1,163 @@
+"""Strava's push endpoint: the validation GET and the event POST.
+
+`parse_event` is pure: it turns a decoded JSON body into a `StravaEvent` or raises `BadEvent`
+naming the problem. The view stores the event (the durable inbox) before it answers, then queues
+the work; Strava gets its 200 well inside its 2-second limit and the fetch happens on a worker.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+
+import redis
+from flask import Blueprint, jsonify, request
+from sqlalchemy.exc import SQLAlchemyError
+
+import jobs
+import models
+from services import current_services
+
+log = logging.getLogger(__name__)
+bp = Blueprint("webhook", __name__)
+
+MAX_BODY = 16 * 1024
+ACTIVITY_ASPECTS = ("create", "update", "delete")
+PENDING_CHECK_EVERY = 60.0  # seconds between looks for events stored while Redis was down
+_last_pending_check = 0.0
+
+
+class BadEvent(ValueError):
+    """The body is not a Strava event."""
+
+
+@dataclass(frozen=True)
+class StravaEvent:
+    """One push event, typed."""
+
+    object_type: str
+    object_id: int
+    aspect_type: str
+    owner_id: int
+    subscription_id: int
+    event_time: int
+    updates: dict
+
+
+def _integer(payload: dict, name: str) -> int:
+    if name not in payload:
+        raise BadEvent(f"{name} is missing")
+    value = payload[name]
+    # bool is an int in Python, but true/false is not an id.
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise BadEvent(f"{name} must be a non-negative integer, got {value!r}")
+    return value
+
+
+def _text(payload: dict, name: str) -> str:
+    if name not in payload:
+        raise BadEvent(f"{name} is missing")
+    value = payload[name]
+    if not isinstance(value, str) or not value.strip():
+        raise BadEvent(f"{name} must be a non-empty string, got {value!r}")
+    return value
+
+
+def parse_event(payload) -> StravaEvent:
+    """Check a decoded webhook body and return it as a StravaEvent, or raise BadEvent."""
+    if not isinstance(payload, dict):
+        raise BadEvent("the body must be a JSON object")
+    # Strava always sends `updates`; were it ever left out we would rather keep the event.
+    updates = payload.get("updates", {})
+    if not isinstance(updates, dict):
+        raise BadEvent(f"updates must be an object, got {updates!r}")
+    return StravaEvent(
+        object_type=_text(payload, "object_type"),
+        object_id=_integer(payload, "object_id"),
+        aspect_type=_text(payload, "aspect_type"),
+        owner_id=_integer(payload, "owner_id"),
+        subscription_id=_integer(payload, "subscription_id"),
+        event_time=_integer(payload, "event_time"),
+        updates=updates,
+    )
+
+
+def unhandled_reason(event: StravaEvent) -> str | None:
+    """Why we do nothing with a well-formed event, or None when we handle it."""
+    if event.object_type == "activity":
+        if event.aspect_type in ACTIVITY_ASPECTS:
+            return None
+        return f"activity aspect_type {event.aspect_type!r} is not one we handle"
+    if event.object_type == "athlete":
+        if event.aspect_type == "update" and str(event.updates.get("authorized")) == "false":
+            return None
+        return "athlete events other than a deauthorization carry nothing we store"
+    return f"object_type {event.object_type!r} is not one we handle"
+
+
+def _error(message: str, status: int):
+    return jsonify(error=message), status
+
+
+@bp.get("/api/strava/webhook")
+def validate_subscription():
+    """Answer Strava's subscription validation with the challenge, if the verify token matches."""
+    expected = current_services().config.get("STRAVA_VERIFY_TOKEN")
+    given = request.args.get("hub.verify_token", "")
+    challenge = request.args.get("hub.challenge")
+    if (
+        not expected  # fail closed: no configured token, no validation
+        or request.args.get("hub.mode") != "subscribe"
+        or challenge is None
+        or not hmac.compare_digest(given.encode(), expected.encode())
+    ):
+        return _error("subscription validation refused", 403)
+    return jsonify({"hub.challenge": challenge})
+
+
+@bp.post("/api/strava/webhook")
+def receive_event():
+    """Store a pushed event, queue its work, and answer within Strava's 2 seconds."""
+    request.max_content_length = MAX_BODY
+    try:
+        event = parse_event(json.loads(request.get_data()))
+    except (ValueError, UnicodeDecodeError) as exc:
+        message = str(exc) if isinstance(exc, BadEvent) else "the body is not valid JSON"
+        return _error(f"not a Strava event: {message}", 400)
+    svc = current_services()
+    try:
+        ours = svc.subscription_id()
+        if ours is not None and event.subscription_id != ours:
+            return _error(f"subscription {event.subscription_id} is not ours", 403)
+        reason = unhandled_reason(event)
+        with svc.engine.begin() as conn:
+            if reason is None:
+                connection = models.get_connection_by_athlete(conn, event.owner_id)
+                if connection is None or connection.deauthorized_at is not None:
+                    reason = f"athlete {event.owner_id} is not connected to us"
+            fields = asdict(event)
+            event_id = models.insert_event(conn, fields, "ignored" if reason else "pending", reason)
+    except SQLAlchemyError:
+        log.exception("could not store a webhook event")
+        return _error("could not store the event; please retry", 503)
+    if event_id is None:
+        return jsonify(status="duplicate")
+    if reason:
+        return jsonify(status="ignored", reason=reason)
+    _queue(svc, event_id, fields)
+    return jsonify(status="queued")
+
+
+def _queue(svc, event_id: int, fields: dict) -> None:
+    """Queue the event's work; with Redis down the row stays pending and is queued later."""
+    global _last_pending_check
+    try:
+        jobs.queue_event(svc, event_id, fields)
+        if time.monotonic() - _last_pending_check > PENDING_CHECK_EVERY:
+            _last_pending_check = time.monotonic()
+            jobs.requeue_pending(svc)
+    except (redis.RedisError, SQLAlchemyError) as exc:
+        log.warning("event %s stored but not queued (%s); it will be queued later", event_id, exc)
