@@ -323,14 +323,14 @@ def delete_activity(conn: Connection, activity_id: int) -> int:
     return rider_id
 
 
-def activity_ids_between(conn: Connection, rider_id: int, after: datetime, before: datetime):
-    """Ids of a rider's activities starting in (after, before)."""
+def fetched_between(conn: Connection, rider_id: int, after: datetime, before: datetime):
+    """{id: fetched_at} of a rider's activities starting in (after, before)."""
     table = strava_activity
     # Strava's `after` is exclusive; so is ours, so both sides describe the same window.
-    query = sa.select(table.c.id).where(
+    query = sa.select(table.c.id, table.c.fetched_at).where(
         table.c.rider_id == rider_id, table.c.start_date > after, table.c.start_date < before
     )
-    return set(conn.execute(query).scalars())
+    return dict(conn.execute(query).all())
 
 
 def rider_activities(conn: Connection, rider_id: int):
@@ -508,16 +508,18 @@ def finish_run_if_complete(conn: Connection, run_id: int) -> None:
     update_run(conn, run_id, status="partial" if partial else "done", finished_at=now())
 
 
-def announced(conn: Connection, activity_ids: Iterable[int], since: datetime) -> set[int]:
-    """Which of these activities had a webhook event received since the given time."""
-    ids = list(activity_ids)
-    if not ids:
+def unannounced(conn: Connection, last_seen: dict[int, datetime]) -> set[int]:
+    """Activities with no webhook event received after we last saw them (id -> that time)."""
+    if not last_seen:
         return set()
     table = webhook_event
-    query = sa.select(table.c.object_id).where(
-        table.c.object_type == "activity", table.c.object_id.in_(ids), table.c.received_at >= since
+    query = (
+        sa.select(table.c.object_id, sa.func.max(table.c.received_at))
+        .where(table.c.object_type == "activity", table.c.object_id.in_(list(last_seen)))
+        .group_by(table.c.object_id)
     )
-    return set(conn.execute(query).scalars())
+    latest = dict(conn.execute(query).all())
+    return {i for i, seen in last_seen.items() if i not in latest or latest[i] <= seen}
 
 
 def latest_run(conn: Connection, kind: str = "reconcile"):

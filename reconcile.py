@@ -29,7 +29,7 @@ class Repair:
     deleted: int = 0
     unannounced: int = 0
     requests: int = 0
-    changed_ids: set = field(default_factory=set)
+    changed: dict = field(default_factory=dict)  # activity id -> when we last saw it
 
     def counts(self) -> dict:
         """The sync_run counters this repair adds to."""
@@ -89,24 +89,22 @@ def repair_rider(svc: Services, rider_id: int, *, dry_run: bool = False) -> Repa
         v["id"]: v for v in map(parse_activity, listed) if v["athlete_id"] == connection.athlete_id
     }
     with svc.engine.begin() as conn:
-        ours = models.activity_ids_between(conn, rider_id, after, now + timedelta(days=1))
+        ours = models.fetched_between(conn, rider_id, after, now + timedelta(days=1))
         for values in theirs.values():
             outcome = models.upsert_activity(conn, rider_id, values, write=not dry_run)
             if outcome != "unchanged":
                 setattr(repair, outcome, getattr(repair, outcome) + 1)
-                repair.changed_ids.add(values["id"])
-        for activity_id in ours - theirs.keys():
+                repair.changed[values["id"]] = ours.get(values["id"], after)
+        for activity_id in ours.keys() - theirs.keys():
             if not dry_run:
                 models.delete_activity(conn, activity_id)
             repair.deleted += 1
-            repair.changed_ids.add(activity_id)
-        since = connection.last_reconciled_at or after
-        repair.unannounced = len(
-            repair.changed_ids - models.announced(conn, repair.changed_ids, since)
-        )
+            repair.changed[activity_id] = ours[activity_id]
+        # A change counts as announced when an event for it arrived after we last saw it.
+        repair.unannounced = len(models.unannounced(conn, repair.changed))
         if dry_run:
             return repair
-        if repair.changed_ids:
+        if repair.changed:
             models.update_eddington(conn, rider_id, svc.config["EDDINGTON_SPORT_TYPES"])
         stamp = models.now()
         models.update_connection(conn, rider_id, last_reconciled_at=stamp, last_sync=stamp)

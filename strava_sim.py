@@ -52,6 +52,16 @@ _ZONES = {  # UTC offset in minutes -> a representative zone, as Strava names it
 _EVENT_UPDATES = {"name": "title", "sport_type": "type", "private": "private"}
 
 
+def _ticked_scope(requested: str, ticked) -> str | None:
+    """What one requested scope becomes on the consent page, given what the athlete left ticked."""
+    if ticked is None or requested in ticked:
+        return requested
+    # Strava asks about private activities separately: unticking them leaves activity:read.
+    if requested == "activity:read_all" and "activity:read" in ticked:
+        return "activity:read"
+    return None
+
+
 class SimClock:
     """A clock the simulator (and tests) share; real time unless driven."""
 
@@ -565,7 +575,8 @@ class StravaSim:
             if deny:
                 params = {"state": args.get("state", ""), "error": "access_denied"}
             else:
-                granted = tuple(s for s in requested if ticked is None or s in ticked)
+                granted = tuple(_ticked_scope(s, ticked) for s in requested)
+                granted = tuple(s for s in granted if s)
                 code = self._hex(20)
                 self._codes[code] = (athlete_id, granted)
                 params = {"state": args.get("state", ""), "code": code, "scope": ",".join(granted)}

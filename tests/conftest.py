@@ -121,13 +121,13 @@ def svc(app):
 
 
 def run_jobs(app, *, due_too: bool = False) -> int:
-    """Run every queued job to completion in this thread; with due_too, scheduled ones as well."""
+    """Run queued jobs until none is left; with due_too, first promote the scheduled ones."""
     svc = app.extensions["strava_sync"]
     ran = 0
+    if due_too:
+        promote_scheduled(app)
     with app.app_context():
         while True:
-            if due_too:
-                promote_scheduled(app)
             worker = SimpleWorker([svc.queue(n) for n in QUEUES], connection=svc.redis)
             if not worker.work(burst=True, logging_level="WARNING"):
                 return ran

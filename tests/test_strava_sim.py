@@ -151,7 +151,8 @@ def rider_with_token(sim, scope="read,activity:read_all"):
     ("ticked", "granted"),
     [
         (None, "read,activity:read_all"),
-        ("read,activity:read", "read"),
+        ("read,activity:read", "read,activity:read"),
+        ("read", "read"),
     ],
 )
 def test_authorize_redirects_with_code_state_and_granted_scope(sim, ticked, granted):
