@@ -30,7 +30,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     if app.config["DATABASE_URL"].startswith("sqlite:///" + app.instance_path):
         os.makedirs(app.instance_path, exist_ok=True)  # the default database lives there
     app.extensions["strava_sync"] = build_services(app.config)
-    if not app.config["TOKEN_ENCRYPTION_KEY"]:
+    deployed = app.config["REDIS_URL"] or not app.config["DATABASE_URL"].startswith("sqlite")
+    if deployed and not app.config["TOKEN_ENCRYPTION_KEY"]:
         log.warning("TOKEN_ENCRYPTION_KEY is not set: Strava tokens are stored unencrypted")
     for blueprint in (webhook.bp, cron.bp, oauth.bp):
         app.register_blueprint(blueprint)

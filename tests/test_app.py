@@ -1,0 +1,111 @@
+"""The app factory, configuration and health check."""
+
+import logging
+
+import pytest
+from conftest import make_app, stop_redis_client
+
+import config
+from models import make_engine
+
+
+def test_create_app_needs_no_settings_and_defaults_to_inline_sqlite(tmp_path, monkeypatch):
+    from app import create_app
+
+    app = create_app({"INLINE_WORKER": False})
+    svc = app.extensions["strava_sync"]
+    try:
+        assert svc.inline
+        assert app.config["DATABASE_URL"].startswith("sqlite:///")
+        assert app.config["DATABASE_URL"].endswith("instance/strava_sync.sqlite")
+        assert app.config["STRAVA_API_URL"] == "https://www.strava.com/api/v3"
+    finally:
+        svc.engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (
+            "postgres://u:p@db.supabase.co:5432/postgres",
+            "postgresql+psycopg://u:p@db.supabase.co:5432/postgres",
+        ),
+        ("postgresql://u@h/db?sslmode=require", "postgresql+psycopg://u@h/db?sslmode=require"),
+        ("postgresql+psycopg://u@h/db", "postgresql+psycopg://u@h/db"),
+        ("sqlite:////tmp/x.sqlite", "sqlite:////tmp/x.sqlite"),
+    ],
+)
+def test_database_url_accepts_supabase_urls_as_given(raw, expected):
+    assert config.database_url(raw, "/instance") == expected
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("STRAVA_RATE_LIMITS", "200", "two positive integers"),
+        ("STRAVA_READ_RATE_LIMITS", "100,-1", "two positive integers"),
+        ("RECONCILE_RESERVE", "1.5", "below 1"),
+        ("RECONCILE_RESERVE", "lots", "a number"),
+        ("RECONCILE_LOOKBACK_DAYS", "0", "positive integer"),
+    ],
+)
+def test_bad_settings_are_named(name, value, message):
+    with pytest.raises(config.ConfigError, match=f"{name} must be .*{message}"):
+        config.from_environ({name: value})
+
+
+def test_settings_are_read_from_the_environment():
+    cfg = config.from_environ(
+        {
+            "STRAVA_READ_RATE_LIMITS": "300, 3000",
+            "EDDINGTON_SPORT_TYPES": "Ride, EBikeRide",
+            "STRAVA_API_URL": "http://127.0.0.1:9/api/v3/",
+        }
+    )
+    assert cfg["STRAVA_READ_RATE_LIMITS"] == (300, 3000)
+    assert cfg["EDDINGTON_SPORT_TYPES"] == {"Ride", "EBikeRide"}
+    assert cfg["STRAVA_API_URL"] == "http://127.0.0.1:9/api/v3"
+    assert cfg["REDIS_URL"] is None and cfg["CRON_SECRET"] is None
+
+
+def test_missing_encryption_key_is_warned_about_when_deployed(caplog):
+    from app import create_app
+
+    with caplog.at_level(logging.WARNING):
+        app = create_app({"DATABASE_URL": "postgresql+psycopg://u@127.0.0.1:9/x"})
+    app.extensions["strava_sync"].engine.dispose()
+    assert "TOKEN_ENCRYPTION_KEY is not set" in caplog.text
+
+
+def test_healthz_reports_both_parts(client, svc):
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.get_json() == {
+        "status": "ok",
+        "db": "ok",
+        "redis": "ok" if not svc.inline else "inline",
+    }
+
+
+def test_healthz_is_503_naming_what_is_down(app, client, svc, tmp_path):
+    svc.engine.dispose()
+    svc.engine = make_engine(f"sqlite:///{tmp_path}/no/such/dir.sqlite")
+    response = client.get("/healthz")
+    assert response.status_code == 503
+    body = response.get_json()
+    assert body["status"] == "degraded" and body["db"].startswith("down: ")
+
+
+def test_healthz_names_redis_when_it_is_down(database_url, sim):
+    app = make_app(database_url, sim, REDIS_URL="redis://127.0.0.1:1/0")
+    svc = app.extensions["strava_sync"]
+    stop_redis_client(svc)
+    body = app.test_client().get("/healthz").get_json()
+    assert body["db"] == "ok" and body["redis"].startswith("down: ")
+
+
+def test_unknown_paths_answer_json(client):
+    response = client.get("/nope")
+    assert response.status_code == 404
+    assert "error" in response.get_json()
+    assert client.delete("/api/strava/webhook").status_code == 405
