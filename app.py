@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 
 import redis
 from flask import Flask, jsonify
@@ -19,6 +20,19 @@ import webhook
 from services import build_services, current_services
 
 log = logging.getLogger(__name__)
+SECRET_PARAM = re.compile(r"(hub\.verify_token=)[^&\s\"]*")
+
+
+class RedactSecrets(logging.Filter):
+    """Keep Strava's verify token (sent in the validation URL) out of access logs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                SECRET_PARAM.sub(r"\1[redacted]", a) if isinstance(a, str) else a
+                for a in record.args
+            )
+        return True
 
 
 def create_app(test_config: dict | None = None) -> Flask:
@@ -38,6 +52,10 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_error_handler(HTTPException, _json_error)
     app.add_url_rule("/healthz", view_func=healthz)
     cli.init_app(app)
+    for name in ("werkzeug", "gunicorn.access"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactSecrets) for f in logger.filters):
+            logger.addFilter(RedactSecrets())
     return app
 
 

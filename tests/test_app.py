@@ -109,3 +109,14 @@ def test_unknown_paths_answer_json(client):
     assert response.status_code == 404
     assert "error" in response.get_json()
     assert client.delete("/api/strava/webhook").status_code == 405
+
+
+def test_access_logs_never_show_the_verify_token():
+    from app import RedactSecrets
+
+    request_line = "GET /api/strava/webhook?hub.verify_token=s3cret&hub.challenge=x HTTP/1.1"
+    args = ("127.0.0.1", request_line, "200")
+    record = logging.LogRecord("werkzeug", logging.INFO, __file__, 1, '%s "%s" %s', args, None)
+    assert RedactSecrets().filter(record)
+    line = record.getMessage()
+    assert "s3cret" not in line and "hub.verify_token=[redacted]&hub.challenge=x" in line
