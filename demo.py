@@ -28,7 +28,7 @@ import requests
 from cryptography.fernet import Fernet
 from flask import Flask
 from rq import Worker
-from rq.registry import ScheduledJobRegistry, StartedJobRegistry
+from rq.registry import ScheduledJobRegistry
 from werkzeug.serving import WSGIRequestHandler, make_server
 
 import jobs
@@ -36,7 +36,7 @@ import models
 from app import create_app
 from eddington import eddington_numbers
 from ratebudget import RateBudget
-from services import QUEUES, InlineWorker, Services
+from services import QUEUES, InlineRunner, Services
 from strava_client import parse_activity
 from strava_sim import StravaSim
 
@@ -82,7 +82,7 @@ class Demo:
     app: Flask
     svc: Services
     url: str
-    worker: JobRunner
+    worker: InlineRunner
     drop_rate: float
     delivery: Counter = field(default_factory=Counter)
 
@@ -104,54 +104,18 @@ class _Handler(WSGIRequestHandler):
         pass  # one line per webhook would drown the story
 
 
-class _DemoWorker(InlineWorker):
-    def subscribe(self) -> None:
-        pass  # the pubsub channel carries `rq` admin commands; its thread costs a second a pass
+@contextlib.contextmanager
+def _working(app: Flask, svc: Services):
+    runner = svc.start_runner(app)
+    try:
+        yield runner
+    finally:
+        runner.stop()
 
 
-class JobRunner:
-    """The in-process worker: runs queued jobs, and scheduled ones once due, until stopped."""
-
-    def __init__(self, app: Flask):
-        self.app = app
-        self.svc = app.extensions["strava_sync"]
-        self.passes = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="demo-worker", daemon=True)
-
-    def __enter__(self) -> JobRunner:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        worker = _DemoWorker([self.svc.queue(n) for n in QUEUES], connection=self.svc.redis)
-        while not self._stop.is_set():
-            with self.app.app_context():
-                worker.work(burst=True, with_scheduler=True, logging_level="WARNING")
-            self.passes += 1
-            self._stop.wait(0.02)
-
-    def busy(self) -> bool:
-        """Whether a job is queued or running (scheduled ones wait for their time)."""
-        queues = [self.svc.queue(n) for n in QUEUES]
-        return any(q.count or StartedJobRegistry(queue=q).count for q in queues)
-
-    def wait_idle(self, timeout: float) -> None:
-        """Wait until no job is queued or running, or raise DemoError."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self.busy():
-                # A job may be between its queue and the started registry: let a pass finish.
-                seen = self.passes
-                while self.passes < seen + 2 and time.monotonic() < deadline:
-                    time.sleep(0.01)
-                if not self.busy():
-                    return
-            time.sleep(0.05)
+def wait_idle(demo: Demo, timeout: float) -> None:
+    """Wait until the worker has nothing queued or running, or raise DemoError."""
+    if not demo.worker.wait_idle(timeout):
         raise DemoError(f"the queued work did not finish within {timeout:.0f} s")
 
 
@@ -164,7 +128,7 @@ def _limit_factor(riders: int) -> int:
 def _settings(sim: StravaSim, folder: str, factor: int, days: int) -> dict:
     return {
         "DATABASE_URL": f"sqlite:///{folder}/demo.sqlite",
-        "INLINE_WORKER": False,  # the demo runs its own worker thread, one it can stop
+        "INLINE_WORKER": False,  # started explicitly, so it also runs with a real Redis
         "SECRET_KEY": secrets.token_hex(32),
         "STRAVA_CLIENT_ID": sim.client_id,
         "STRAVA_CLIENT_SECRET": sim.client_secret,
@@ -197,7 +161,7 @@ def running_system(seed: int, riders: int, days: int, drop_rate: float):
         svc = app.extensions["strava_sync"]
         try:
             models.init_db(svc.engine)
-            with _own_redis_state(svc), _serving(app) as url, JobRunner(app) as worker:
+            with _own_redis_state(svc), _serving(app) as url, _working(app, svc) as worker:
                 if factor > 1:
                     say(f"(Simulated Strava grants {factor}x the standard rate limits.)")
                 yield Demo(sim, app, svc, url, worker, drop_rate)
@@ -366,7 +330,7 @@ def deliver(demo: Demo) -> dict:
     """Let the simulator push its outbox to our webhook, then wait for the work it queued."""
     counts = demo.sim.deliver_events()
     demo.delivery.update(counts)
-    demo.worker.wait_idle(timeout=60 + counts["sent"])
+    wait_idle(demo, timeout=60 + counts["sent"])
     return counts
 
 
@@ -415,7 +379,7 @@ def connect_all(demo: Demo, cast: list[DemoRider]) -> None:
         f"Connected {len(cast)} riders through /strava/connect ({limited} granted only "
         "activity:read); backfilling their history..."
     )
-    demo.worker.wait_idle(timeout=60 + len(cast))
+    wait_idle(demo, timeout=60 + len(cast))
     with demo.svc.engine.connect() as conn:
         runs = models.recent_runs(conn, "backfill", limit=len(cast))
     created = sum(r.activities_created for r in runs)

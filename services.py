@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import redis
 from flask import current_app, has_app_context
 from rq import Queue, SimpleWorker
+from rq.registry import StartedJobRegistry
 from rq.timeouts import TimerDeathPenalty
 from sqlalchemy.engine import Engine
 
@@ -36,6 +37,63 @@ class InlineWorker(SimpleWorker):
     def _install_signal_handlers(self):
         pass  # signals can only be handled on the main thread; inline mode has no shutdown dance
 
+    def subscribe(self):
+        pass  # the pubsub thread carries `rq` admin commands, which a single process does not need
+
+
+class InlineRunner:
+    """Runs queued jobs, and scheduled ones once due, in a background thread of this process."""
+
+    def __init__(self, app, svc: Services):
+        self.app, self.svc = app, svc
+        self.passes = 0
+        self._wake, self._stop = threading.Event(), threading.Event()
+        self._thread = threading.Thread(target=self._run, name="inline-worker", daemon=True)
+
+    def start(self) -> InlineRunner:
+        """Start the thread."""
+        self._thread.start()
+        return self
+
+    def wake(self) -> None:
+        """Run a pass now rather than at the next tick."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Finish the current pass and stop."""
+        self._stop.set()
+        self._wake.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        worker = InlineWorker([self.svc.queue(n) for n in QUEUES], connection=self.svc.redis)
+        while not self._stop.is_set():
+            with self.app.app_context():
+                worker.work(burst=True, with_scheduler=True, logging_level="WARNING")
+            self.passes += 1
+            self._wake.wait(timeout=0.5)  # scheduled jobs (retries, budget waits) come due
+            self._wake.clear()
+
+    def busy(self) -> bool:
+        """Whether a job is queued or running (scheduled ones wait for their time)."""
+        queues = [self.svc.queue(n) for n in QUEUES]
+        return any(q.count or StartedJobRegistry(queue=q).count for q in queues)
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no job is queued or running; False if the timeout came first."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.busy():
+                # A job may be between its queue and the started registry: let a pass finish.
+                seen = self.passes
+                while self.passes < seen + 2 and time.monotonic() < deadline:
+                    self.wake()
+                    time.sleep(0.01)
+                if not self.busy():
+                    return True
+            time.sleep(0.05)
+        return False
+
 
 @dataclass
 class Services:
@@ -49,8 +107,7 @@ class Services:
     budget: RateBudget
     client: StravaClient
     clock: Callable[[], float] = time.time
-    _runner: threading.Thread | None = field(default=None, repr=False)
-    _wake: threading.Event = field(default_factory=threading.Event, repr=False)
+    runner: InlineRunner | None = field(default=None, repr=False)
     _subscription: tuple[float, int | None] = (0.0, None)
 
     def queue(self, name: str) -> Queue:
@@ -74,22 +131,20 @@ class Services:
 
     def jobs_queued(self, app) -> None:
         """In inline mode, make sure the in-process worker runs what was just queued."""
-        if not self.inline or not self.config.get("INLINE_WORKER", True):
-            return
-        if self._runner is None:
-            self._runner = threading.Thread(
-                target=self._run_inline, args=(app,), name="inline-worker", daemon=True
-            )
-            self._runner.start()
-        self._wake.set()
+        if self.inline and self.config.get("INLINE_WORKER", True) and app is not None:
+            self.start_runner(app)
+        if self.runner is not None:
+            self.runner.wake()
 
-    def _run_inline(self, app) -> None:
-        worker = InlineWorker([self.queue(n) for n in QUEUES], connection=self.redis)
-        while True:
-            self._wake.wait(timeout=1.0)  # scheduled jobs (retries, waits for budget) come due
-            self._wake.clear()
-            with app.app_context():
-                worker.work(burst=True, with_scheduler=True, logging_level="WARNING")
+    def start_runner(self, app) -> InlineRunner:
+        """Start the in-process worker once (inline mode, the demo)."""
+        with _runner_lock:
+            if self.runner is None:
+                self.runner = InlineRunner(app, self).start()
+        return self.runner
+
+
+_runner_lock = threading.Lock()
 
 
 def build_services(config: dict) -> Services:

@@ -357,3 +357,19 @@ def test_worker_runs_all_queued_work(app, client, svc, sim):
         worker = SimpleWorker([svc.queue(n) for n in QUEUES], connection=svc.redis)
         worker.work(burst=True)
     assert statuses(svc) == ["done"] * 5
+
+
+def test_inline_mode_runs_jobs_in_process_without_a_worker(database_url, sim):
+    from conftest import make_app
+
+    app = make_app(database_url, sim, REDIS_URL=None, INLINE_WORKER=True)
+    svc = app.extensions["strava_sync"]
+    _, athlete = connect_rider(app, sim)
+    activity = sim.create_activity(athlete, name="Inline")
+    try:
+        assert post(app.test_client(), event(athlete, activity)) == "queued"
+        assert svc.runner is not None and svc.runner.wait_idle(timeout=30)
+    finally:
+        svc.runner.stop()
+    assert activity_row(svc, activity).name == "Inline"
+    assert statuses(svc) == ["done"]
