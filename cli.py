@@ -271,6 +271,7 @@ def collect_status(svc: Services) -> dict:
     with svc.engine.connect() as conn:
         runs = models.recent_runs(conn)
         status = {
+            "application_inactive_at": models.get_setting(conn, "application_inactive_at"),
             "subscription_id": svc.subscription_id(),
             "callback_url": svc.config.get("STRAVA_CALLBACK_URL"),
             "events_24h": models.event_counts_since(conn, now - timedelta(days=1)),
@@ -304,6 +305,13 @@ def status_command(as_json):
 def format_status(status: dict) -> list[str]:
     """The status as lines for a person."""
     lines = [f"subscription: {status['subscription_id'] or 'none'}"]
+    inactive = status["application_inactive_at"]
+    if inactive:
+        lines.insert(
+            0,
+            f"WARNING: Strava answered 'application inactive' at {inactive}; nothing works "
+            "until the application's owner renews its Strava subscription",
+        )
     events = status["events_24h"]
     lines.append(
         "events (24 h): " + (", ".join(f"{k} {v}" for k, v in sorted(events.items())) or "none")

@@ -20,7 +20,13 @@ import models
 import reconcile
 from ratebudget import NoPermit
 from services import Services, access_token, current_services
-from strava_client import NotFound, StravaError, Unauthorized, parse_activity
+from strava_client import (
+    ApplicationInactive,
+    NotFound,
+    StravaError,
+    Unauthorized,
+    parse_activity,
+)
 
 log = logging.getLogger(__name__)
 
@@ -240,11 +246,16 @@ def _finish(svc: Services, event_ids, status: str, reason: str | None = None) ->
 
 def mark_failed(job: Job, connection: redis.Redis, exc_type, exc_value, traceback) -> None:
     """RQ failure callback: once no retries are left, record why on the job's events."""
+    svc = current_services()
+    if isinstance(exc_value, ApplicationInactive):
+        # Nothing works until the application's owner renews: make it plain to the operator.
+        log.error("%s", exc_value)
+        with svc.engine.begin() as conn:
+            models.set_setting(conn, "application_inactive_at", models.now().isoformat())
     if job.retries_left:
         return  # RQ will try again
     # StravaError messages name no token; other exceptions are reduced to their type.
     reason = str(exc_value)[:500] if isinstance(exc_value, StravaError) else exc_type.__name__
-    svc = current_services()
     if job.func_name in ("jobs.reconcile_rider", "jobs.backfill_rider"):
         _rider_done(svc, job.args[1], error=f"rider {job.args[0]}: {reason}")
         return

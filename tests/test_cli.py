@@ -206,3 +206,29 @@ def test_status_names_failed_jobs(app, client, runner, sim, as_json):
         assert failure["func"] == "jobs.sync_activity" and "500" in failure["reason"]
     else:
         assert "1 failed" in output and "failed jobs.sync_activity" in output
+
+
+def test_status_names_an_inactive_application(app, client, runner, sim):
+    _, athlete = connect_rider(app, sim)
+    sim.inactive = True
+    client.post("/api/strava/webhook", json=event(athlete, sim.create_activity(athlete)))
+    run_jobs(app)
+    text = runner.invoke(args=["strava", "status"]).output
+    assert text.startswith("WARNING: Strava answered 'application inactive'")
+    assert json.loads(runner.invoke(args=["strava", "status", "--json"]).output)[
+        "application_inactive_at"
+    ]
+
+
+def test_reconcile_command_waits_for_the_sweep_in_inline_mode(database_url, sim):
+    app = make_app(database_url, sim, REDIS_URL=None, INLINE_WORKER=True)
+    _, athlete = connect_rider(app, sim)
+    sim.create_activity(athlete, event=False)
+    try:
+        result = app.test_cli_runner().invoke(args=["strava", "reconcile", "--timeout", "60"])
+    finally:
+        app.extensions["strava_sync"].runner.stop()
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output[result.output.index("{") :])
+    assert summary["run"]["status"] == "done"
+    assert summary["run"]["activities_created"] == 1
