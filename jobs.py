@@ -112,11 +112,11 @@ def queue_event(svc: Services, event_id: int, fields: dict) -> None:
         models.mark_queued(conn, event_id)
 
 
-def requeue_pending(svc: Services, older_than: float = 30) -> int:
+def requeue_pending(svc: Services, older_than: float = 30, limit: int = 500) -> int:
     """Queue events that were stored while Redis was unreachable; returns how many."""
     cutoff = datetime.now(UTC) - timedelta(seconds=older_than)
     with svc.engine.connect() as conn:
-        rows = [r for r in models.pending_events(conn) if r.received_at <= cutoff]
+        rows = [r for r in models.pending_events(conn, limit) if r.received_at <= cutoff]
     for row in rows:
         queue_event(svc, row.id, dict(row._mapping))
     return len(rows)

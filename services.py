@@ -193,8 +193,11 @@ def current_services() -> Services:
     if has_app_context():
         return current_app.extensions["strava_sync"]
     if _worker_app is None:
+        from dotenv import load_dotenv
+
         from app import create_app  # late: app imports the modules that import this one
 
+        load_dotenv()  # as `flask` does for the web app; variables already set win
         _worker_app = create_app()
     return _worker_app.extensions["strava_sync"]
 

@@ -158,6 +158,6 @@ def _queue(svc, event_id: int, fields: dict) -> None:
         jobs.queue_event(svc, event_id, fields)
         if time.monotonic() - _last_pending_check > PENDING_CHECK_EVERY:
             _last_pending_check = time.monotonic()
-            jobs.requeue_pending(svc)
+            jobs.requeue_pending(svc, limit=50)  # a few at a time: Strava waits for this answer
     except (redis.RedisError, SQLAlchemyError) as exc:
         log.warning("event %s stored but not queued (%s); it will be queued later", event_id, exc)

@@ -93,7 +93,7 @@ def make_app(database_url: str, sim: StravaSim | None = None, **overrides):
     settings.update(overrides)
     app = create_app(settings)
     svc = app.extensions["strava_sync"]
-    if REAL_REDIS:
+    if REAL_REDIS and settings["REDIS_URL"] == REAL_REDIS:
         svc.redis.flushdb()
     models.init_db(svc.engine)
     _apps.append(app)
