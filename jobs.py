@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 NOT_FOUND_RETRIES = (60, 300, 900)  # Strava can 404 for a while right after a create event
 WAITING_TTL = 2 * 86400  # a waiting fetch may wait for tomorrow's rate budget
 CLAIM_GRACE_MS = 10_000  # a claim whose job is not yet in Redis is being enqueued right now
+FETCH_TIMEOUT = 60  # RQ stops an activity fetch after this long
+# A fetch's lock outlives any live fetch; a killed worker's lock lapses soon after.
+FETCH_LOCK_TTL = FETCH_TIMEOUT + 15
 
 # A fetch for one activity is "waiting" while the job named by its flag is queued or scheduled;
 # a new event then rides on it. Otherwise the caller's job id takes the flag and must be enqueued.
@@ -57,7 +60,7 @@ def enqueue(svc: Services, func, *args, queue: str = "strava", at=None, job_id=N
     """Queue a job with the project's options; `at` (a datetime) schedules it for later."""
     options = dict(
         job_id=job_id,
-        job_timeout=600 if queue == "reconcile" else 120,
+        job_timeout=600 if queue == "reconcile" else FETCH_TIMEOUT,
         result_ttl=3600,
         failure_ttl=7 * 86400,
         retry=Retry(max=3, interval=[30, 120, 600]),
@@ -134,10 +137,10 @@ def sync_activity(owner_id: int, activity_id: int, not_found_retry: int = 0) -> 
     """Fetch one activity from Strava and bring our copy in line with it."""
     svc = current_services()
     job = get_current_job()
-    lock = svc.redis.lock(f"strava-sync:activity-lock:{activity_id}", timeout=300)
+    lock = svc.redis.lock(f"strava-sync:activity-lock:{activity_id}", timeout=FETCH_LOCK_TTL)
     if not lock.acquire(blocking=False):
         # Another fetch of this activity is running; this one must come after it, not beside it.
-        queue_activity_sync(svc, owner_id, activity_id, at=_in(5), not_found_retry=not_found_retry)
+        queue_activity_sync(svc, owner_id, activity_id, at=_in(10), not_found_retry=not_found_retry)
         return "busy: fetch handed to a later job"
     try:
         if job is not None:
@@ -283,6 +286,8 @@ def queue_sweep(
     """Plan tonight's sweep, queue one job per planned rider, and say what was planned."""
     if not dry_run:
         requeue_pending(svc)
+        with svc.engine.begin() as conn:
+            models.fail_stale_events(conn, datetime.now(UTC) - timedelta(days=1))
     planned, deferred = reconcile.plan_sweep(svc, max_riders, rider_id)
     with svc.engine.begin() as conn:
         run_id = models.create_run(conn, "reconcile", trigger, dry_run)

@@ -417,6 +417,21 @@ def count_attempt(conn: Connection, event_ids: Iterable[int]) -> None:
         )
 
 
+def fail_stale_events(conn: Connection, older_than: datetime) -> int:
+    """Close events still queued long after they arrived (a job killed on its last try)."""
+    table = webhook_event
+    result = conn.execute(
+        table.update()
+        .where(table.c.status == "queued", table.c.received_at < older_than)
+        .values(
+            status="failed",
+            error="no job finished this event; the nightly sweep covers its activity",
+            processed_at=now(),
+        )
+    )
+    return result.rowcount
+
+
 def pending_events(conn: Connection, limit: int = 500):
     """Events stored while the queue was unreachable, oldest first."""
     table = webhook_event

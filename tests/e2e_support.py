@@ -236,6 +236,16 @@ class Stack:
                     f"{process.name} exited with {process.popen.returncode}:\n{process.tail()}"
                 )
 
+    def _check_alone(self) -> None:
+        """Fail plainly if a worker not started here takes jobs from this Redis database."""
+        ours = {w.pid for w in self.workers}
+        strangers = [f"{w.hostname}:{w.pid}" for w in self.rq_workers() if w.pid not in ours]
+        if strangers:
+            raise AssertionError(
+                f"rq workers {strangers} also serve {self.env['REDIS_URL']}; the end-to-end "
+                "tests need that Redis database to themselves"
+            )
+
     def _workers_registered(self) -> bool:
         self._check_running()
         return Worker.count(connection=self.redis) == WORKERS
@@ -267,6 +277,11 @@ class Stack:
     def close(self, failed: bool) -> None:
         """Stop every process, check nothing is left behind, and release connections."""
         leftovers = []
+        if failed:
+            with contextlib.suppress(redis.RedisError):  # a diagnosis must not stop the cleanup
+                registered = [f"{w.hostname}:{w.pid}" for w in self.rq_workers()]
+                print(f"rq workers on {self.env['REDIS_URL']}: {registered}")
+                print(f"ours: {[w.pid for w in self.workers]}")
         for process in [*self.workers, self.web]:
             if process is None:
                 continue
@@ -381,6 +396,7 @@ class Stack:
     def wait_idle(self, timeout: float) -> None:
         def settled() -> bool:
             self._check_running()
+            self._check_alone()
             return self.idle()
 
         try:

@@ -28,6 +28,7 @@ from e2e_support import Stack, wait_until
 from rq.job import Job
 from rq.registry import ScheduledJobRegistry
 
+import jobs
 from ratebudget import RateBudget, window_bounds
 from strava_sim import Faults, StravaSim
 
@@ -253,10 +254,10 @@ def test_sigkill_mid_job_loses_nothing(start_stack):
         what="the other activities",
     )
 
-    # The killed job still holds the activity's fetch lock (300 s timeout): until it lapses a
-    # retry only hands the fetch on, five seconds at a time. Let it lapse now instead of waiting.
+    # The killed job still holds the activity's fetch lock (it lapses FETCH_LOCK_TTL after it was
+    # taken): until then a retry only hands the fetch on. Let it lapse now instead of waiting.
     lock = f"strava-sync:activity-lock:{victim}"
-    assert stack.redis.ttl(lock) > 60
+    assert 0 < stack.redis.ttl(lock) <= jobs.FETCH_LOCK_TTL
     stack.redis.delete(lock)
 
     # RQ's retry comes due 30 s after the kill; the scheduler enqueues it and it completes.

@@ -259,3 +259,19 @@ def test_cron_rejects_bad_options(client, body):
     )
     assert response.status_code == 400
     assert "error" in response.get_json()
+
+
+def test_sweep_closes_events_no_job_finished(app, client, svc, sim):
+    _, athlete = connect_rider(app, sim)
+    client.post("/api/strava/webhook", json=event(athlete, 1))  # its job is never run
+    client.post("/api/strava/webhook", json=event(athlete, 2))
+    with svc.engine.begin() as conn:
+        table = models.webhook_event
+        yesterday = models.now() - timedelta(days=1, minutes=1)
+        conn.execute(table.update().where(table.c.object_id == 1).values(received_at=yesterday))
+    sweep(app)
+    with svc.engine.connect() as conn:
+        rows = conn.execute(sa.select(models.webhook_event).order_by(models.webhook_event.c.id))
+        outcome = [(r.object_id, r.status) for r in rows]
+    assert outcome[0] == (1, "failed")
+    assert outcome[1][1] != "failed"
