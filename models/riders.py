@@ -1,0 +1,122 @@
+"""Riders and their Strava connections."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from .schema import _insert, now, riders, strava_activity, strava_connection
+
+
+def create_rider(conn: Connection, name: str) -> int:
+    """Insert a rider and return its id."""
+    result = conn.execute(riders.insert().values(name=name, created_at=now()))
+    return result.inserted_primary_key[0]
+
+
+def get_rider(conn: Connection, rider_id: int):
+    """The rider row, or None."""
+    return conn.execute(sa.select(riders).where(riders.c.id == rider_id)).first()
+
+
+def get_connection(conn: Connection, rider_id: int):
+    """The rider's Strava connection row, or None."""
+    query = sa.select(strava_connection).where(strava_connection.c.rider_id == rider_id)
+    return conn.execute(query).first()
+
+
+def get_connection_by_athlete(conn: Connection, athlete_id: int):
+    """The connection of a Strava athlete, or None."""
+    query = sa.select(strava_connection).where(strava_connection.c.athlete_id == athlete_id)
+    return conn.execute(query).first()
+
+
+def save_connection(conn: Connection, rider_id: int, athlete_id: int, tokens: dict, scope: str):
+    """Create or replace a rider's connection with fresh tokens (tokens already encrypted)."""
+    values = dict(
+        athlete_id=athlete_id,
+        access_token=tokens["access_token"],
+        refresh_token=tokens["refresh_token"],
+        expires_at=tokens["expires_at"],
+        scope=scope,
+        connected_at=now(),
+        deauthorized_at=None,
+        backfill_before=None,
+    )
+    stmt = _insert(conn, strava_connection).values(rider_id=rider_id, **values)
+    conn.execute(stmt.on_conflict_do_update(index_elements=["rider_id"], set_=values))
+
+
+def store_tokens(conn: Connection, rider_id: int, tokens: dict) -> None:
+    """Store a refreshed token pair (already encrypted)."""
+    conn.execute(
+        strava_connection.update()
+        .where(strava_connection.c.rider_id == rider_id)
+        .values(
+            access_token=tokens["access_token"],
+            refresh_token=tokens["refresh_token"],
+            expires_at=tokens["expires_at"],
+        )
+    )
+
+
+def update_connection(conn: Connection, rider_id: int, **values) -> None:
+    """Set columns of a rider's connection (sync times, Eddington numbers, backfill cursor)."""
+    conn.execute(
+        strava_connection.update().where(strava_connection.c.rider_id == rider_id).values(**values)
+    )
+
+
+def deauthorize(conn: Connection, rider_id: int) -> int:
+    """Remove a rider's Strava data after a confirmed revocation; returns activities deleted."""
+    deleted = conn.execute(
+        strava_activity.delete().where(strava_activity.c.rider_id == rider_id)
+    ).rowcount
+    update_connection(
+        conn,
+        rider_id,
+        access_token=None,
+        refresh_token=None,
+        expires_at=None,
+        eddington_number_miles=None,
+        eddington_number_km=None,
+        deauthorized_at=now(),
+        backfill_before=None,
+    )
+    return deleted
+
+
+def riders_to_reconcile(conn: Connection, rider_id: int | None = None):
+    """Connected riders, least recently reconciled first (never reconciled before all)."""
+    table = strava_connection
+    query = (
+        sa.select(table.c.rider_id, table.c.last_reconciled_at)
+        .where(table.c.deauthorized_at.is_(None), table.c.refresh_token.is_not(None))
+        .order_by(
+            table.c.last_reconciled_at.is_not(None), table.c.last_reconciled_at, table.c.rider_id
+        )
+    )
+    if rider_id is not None:
+        query = query.where(table.c.rider_id == rider_id)
+    return conn.execute(query).all()
+
+
+def stale_riders(conn: Connection, older_than: datetime):
+    """Connected riders not reconciled since a time (or never)."""
+    table = strava_connection
+    query = sa.select(table.c.rider_id, table.c.last_reconciled_at).where(
+        table.c.deauthorized_at.is_(None),
+        sa.or_(table.c.last_reconciled_at.is_(None), table.c.last_reconciled_at < older_than),
+    )
+    return conn.execute(query.order_by(table.c.rider_id)).all()
+
+
+def deauthorized_riders(conn: Connection):
+    """Riders whose Strava access was revoked."""
+    table = strava_connection
+    query = sa.select(table.c.rider_id, table.c.deauthorized_at).where(
+        table.c.deauthorized_at.is_not(None)
+    )
+    return conn.execute(query.order_by(table.c.rider_id)).all()

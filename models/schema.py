@@ -1,0 +1,206 @@
+"""The tables (SQLAlchemy Core), the engine, and OAuth tokens at rest."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+
+metadata = sa.MetaData()
+
+
+# SQLite only autoincrements an INTEGER primary key.
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+class UTCDateTime(sa.TypeDecorator):
+    """A timestamp stored in UTC and always read back timezone-aware (SQLite drops the zone)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is not None and value.tzinfo is not None:
+            value = value.astimezone(UTC)
+        return value if dialect.name != "sqlite" or value is None else value.replace(tzinfo=None)
+
+    def process_result_value(self, value, dialect):
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value
+
+
+riders = sa.Table(
+    "riders",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
+
+
+strava_connection = sa.Table(
+    "strava_connection",
+    metadata,
+    sa.Column("rider_id", BigId, sa.ForeignKey("riders.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("athlete_id", sa.BigInteger, nullable=False, unique=True),
+    sa.Column("access_token", sa.Text),
+    sa.Column("refresh_token", sa.Text),
+    sa.Column("expires_at", sa.BigInteger),  # epoch seconds, as Strava sends it
+    sa.Column("scope", sa.Text),
+    sa.Column("connected_at", UTCDateTime),
+    sa.Column("last_sync", UTCDateTime),
+    sa.Column("last_reconciled_at", UTCDateTime),
+    sa.Column("eddington_number_miles", sa.Integer),
+    sa.Column("eddington_number_km", sa.Integer),
+    sa.Column("deauthorized_at", UTCDateTime),
+    # Backfill cursor: the next page reads activities before this epoch (NULL: from now).
+    sa.Column("backfill_before", sa.BigInteger),
+)
+
+
+strava_activity = sa.Table(
+    "strava_activity",
+    metadata,
+    sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("rider_id", BigId, sa.ForeignKey("riders.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("athlete_id", sa.BigInteger, nullable=False),
+    sa.Column("name", sa.Text),
+    sa.Column("sport_type", sa.Text),
+    sa.Column("start_date", UTCDateTime, nullable=False),
+    # Local wall-clock time; Strava writes it with a "Z" that does not mean UTC.
+    sa.Column("start_date_local", sa.DateTime(timezone=False), nullable=False),
+    sa.Column("timezone", sa.Text),
+    sa.Column("distance", sa.Float, nullable=False, default=0.0),
+    sa.Column("moving_time", sa.Integer),
+    sa.Column("elapsed_time", sa.Integer),
+    sa.Column("total_elevation_gain", sa.Float),
+    sa.Column("private", sa.Boolean, nullable=False, default=False),
+    sa.Column("manual", sa.Boolean),
+    sa.Column("trainer", sa.Boolean),
+    sa.Column("commute", sa.Boolean),
+    sa.Column("fetched_at", UTCDateTime, nullable=False),
+    sa.Index("ix_strava_activity_rider_start", "rider_id", "start_date"),
+)
+
+
+webhook_event = sa.Table(
+    "webhook_event",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("received_at", UTCDateTime, nullable=False),
+    sa.Column("subscription_id", sa.BigInteger, nullable=False),
+    sa.Column("object_type", sa.Text, nullable=False),
+    sa.Column("object_id", sa.BigInteger, nullable=False),
+    sa.Column("aspect_type", sa.Text, nullable=False),
+    sa.Column("owner_id", sa.BigInteger, nullable=False),
+    sa.Column("event_time", sa.BigInteger, nullable=False),
+    sa.Column("updates", sa.Text, nullable=False),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("error", sa.Text),
+    sa.Column("processed_at", UTCDateTime),
+    # Strava sends no event id: a digest of every field is the event's identity.
+    sa.Column("identity", sa.String(64), nullable=False, unique=True),
+    sa.Index("ix_webhook_event_object", "object_type", "object_id", "status"),
+    sa.Index("ix_webhook_event_status", "status", "received_at"),
+)
+
+
+sync_run = sa.Table(
+    "sync_run",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("trigger", sa.Text, nullable=False),
+    sa.Column("started_at", UTCDateTime, nullable=False),
+    sa.Column("finished_at", UTCDateTime),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("dry_run", sa.Boolean, nullable=False, default=False),
+    sa.Column("riders_planned", sa.Integer, nullable=False, default=0),
+    sa.Column("riders_deferred", sa.Integer, nullable=False, default=0),
+    sa.Column("riders_done", sa.Integer, nullable=False, default=0),
+    # Rider jobs that waited for the next rate window at least once (the run ends "partial").
+    sa.Column("riders_rescheduled", sa.Integer, nullable=False, default=0),
+    sa.Column("requests_used", sa.Integer, nullable=False, default=0),
+    sa.Column("activities_created", sa.Integer, nullable=False, default=0),
+    sa.Column("activities_updated", sa.Integer, nullable=False, default=0),
+    sa.Column("activities_deleted", sa.Integer, nullable=False, default=0),
+    # Changes the sweep found that no webhook event had announced: tells whether events arrive.
+    sa.Column("activities_unannounced", sa.Integer, nullable=False, default=0),
+    sa.Column("error", sa.Text),
+)
+
+
+kv = sa.Table(
+    "strava_sync_setting",
+    metadata,
+    sa.Column("key", sa.Text, primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+
+
+ACTIVITY_FIELDS = (
+    "name", "sport_type", "start_date", "start_date_local", "timezone", "distance", "moving_time",
+    "elapsed_time", "total_elevation_gain", "private", "manual", "trainer", "commute",
+)  # fmt: skip
+
+
+def now() -> datetime:
+    """The current time in UTC."""
+    return datetime.now(UTC)
+
+
+def make_engine(url: str) -> Engine:
+    """Create the engine; PostgreSQL goes through psycopg 3 with server-side prepares off."""
+    if url.startswith("sqlite"):
+        return sa.create_engine(url, connect_args={"timeout": 30})
+    # Supabase's transaction pooler (PgBouncer) cannot keep prepared statements between requests.
+    return sa.create_engine(url, pool_pre_ping=True, connect_args={"prepare_threshold": None})
+
+
+def init_db(engine: Engine) -> None:
+    """Create any missing tables; safe to run again."""
+    metadata.create_all(engine)
+
+
+def _insert(conn: Connection, table: sa.Table):
+    return (postgresql if conn.dialect.name == "postgresql" else sqlite).insert(table)
+
+
+class TokenCipher:
+    """Encrypts OAuth tokens with MultiFernet when keys are configured (newest key first)."""
+
+    PREFIX = "fernet:"
+
+    def __init__(self, keys: str | None):
+        self._fernet = (
+            MultiFernet([Fernet(k.strip()) for k in keys.split(",") if k.strip()]) if keys else None
+        )
+
+    @property
+    def enabled(self) -> bool:
+        """Whether tokens are encrypted at rest."""
+        return self._fernet is not None
+
+    def encrypt(self, token: str | None) -> str | None:
+        """Encrypt a token for storage (stored as is when no key is configured)."""
+        if token is None or self._fernet is None:
+            return token
+        return self.PREFIX + self._fernet.encrypt(token.encode()).decode()
+
+    def decrypt(self, stored: str | None) -> str | None:
+        """Decrypt a stored token; plaintext stored before a key was configured is read as is."""
+        if stored is None or not stored.startswith(self.PREFIX):
+            return stored
+        if self._fernet is None:
+            raise RuntimeError("a token is encrypted but TOKEN_ENCRYPTION_KEY is not set")
+        try:
+            return self._fernet.decrypt(stored[len(self.PREFIX) :].encode()).decode()
+        except InvalidToken:
+            raise RuntimeError(
+                "a token cannot be decrypted with any TOKEN_ENCRYPTION_KEY"
+            ) from None
