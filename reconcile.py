@@ -106,8 +106,8 @@ def repair_rider(svc: Services, rider_id: int, *, dry_run: bool = False) -> Repa
             return repair
         if repair.changed:
             models.update_eddington(conn, rider_id, svc.config["EDDINGTON_SPORT_TYPES"])
-        stamp = models.now()
-        models.update_connection(conn, rider_id, last_reconciled_at=stamp, last_sync=stamp)
+        # The same clock as the window's end, so the next lookback starts where this one ended.
+        models.update_connection(conn, rider_id, last_reconciled_at=now, last_sync=now)
     return repair
 
 
