@@ -161,7 +161,7 @@ def running_system(seed: int, riders: int, days: int, drop_rate: float):
         svc = app.extensions["strava_sync"]
         try:
             models.init_db(svc.engine)
-            with _own_redis_state(svc), _serving(app) as url, _working(app, svc) as worker:
+            with _own_redis_state(svc), serve_in_thread(app) as url, _working(app, svc) as worker:
                 if factor > 1:
                     say(f"(Simulated Strava grants {factor}x the standard rate limits.)")
                 yield Demo(sim, app, svc, url, worker, drop_rate)
@@ -172,7 +172,8 @@ def running_system(seed: int, riders: int, days: int, drop_rate: float):
 
 
 @contextlib.contextmanager
-def _serving(app: Flask):
+def serve_in_thread(app: Flask):
+    """Serve a WSGI app on a free loopback port in a thread, quietly; yields its base URL."""
     server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=_Handler)
     thread = threading.Thread(
         target=server.serve_forever, args=(0.05,), name="strava-sync-demo", daemon=True

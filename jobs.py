@@ -287,18 +287,19 @@ def queue_sweep(
     if not dry_run:
         requeue_pending(svc)
         with svc.engine.begin() as conn:
-            models.fail_stale_events(conn, datetime.now(UTC) - timedelta(days=1))
+            # Longer than any fetch may wait for budget (WAITING_TTL).
+            models.fail_stale_events(conn, datetime.now(UTC) - timedelta(days=3))
     planned, deferred = reconcile.plan_sweep(svc, max_riders, rider_id)
     with svc.engine.begin() as conn:
         run_id = models.create_run(conn, "reconcile", trigger, dry_run)
-        models.update_run(conn, run_id, riders_planned=len(planned), riders_deferred=len(deferred))
+        models.update_run(conn, run_id, riders_planned=len(planned), riders_deferred=deferred)
         models.finish_run_if_complete(conn, run_id)
     for rider in planned:
         enqueue(svc, reconcile_rider, rider, run_id, dry_run, queue="reconcile")
     return {
         "run_id": run_id,
         "planned": len(planned),
-        "deferred": len(deferred),
+        "deferred": deferred,
         "dry_run": dry_run,
         "budget": svc.budget.snapshot(),
     }

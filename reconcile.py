@@ -43,13 +43,14 @@ class Repair:
 
 
 def plan_sweep(svc: Services, max_riders: int | None = None, rider_id: int | None = None):
-    """Split connected riders into (planned, deferred) by today's remaining bulk budget."""
-    with svc.engine.connect() as conn:
-        riders = [r.rider_id for r in models.riders_to_reconcile(conn, rider_id)]
+    """Tonight's riders by today's remaining bulk budget: (planned rider ids, how many deferred)."""
     capacity = svc.budget.available("bulk")["day"] // COST_PER_RIDER
     if max_riders is not None:
         capacity = min(capacity, max_riders)
-    return riders[:capacity], riders[capacity:]
+    with svc.engine.connect() as conn:
+        planned = models.riders_to_reconcile(conn, rider_id, limit=capacity)
+        deferred = models.count_connected(conn, rider_id) - len(planned)
+    return planned, deferred
 
 
 def lookback_start(now: datetime, last_reconciled_at: datetime | None, days: int) -> datetime:

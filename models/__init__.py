@@ -27,6 +27,7 @@ from .events import (
     unannounced,
 )
 from .riders import (
+    count_connected,
     create_rider,
     deauthorize,
     deauthorized_riders,
@@ -71,6 +72,7 @@ __all__ = [
     "UTCDateTime",
     "add_to_run",
     "count_attempt",
+    "count_connected",
     "create_rider",
     "create_run",
     "daily_distances",

@@ -88,19 +88,27 @@ def deauthorize(conn: Connection, rider_id: int) -> int:
     return deleted
 
 
-def riders_to_reconcile(conn: Connection, rider_id: int | None = None):
-    """Connected riders, least recently reconciled first (never reconciled before all)."""
+def _connected(rider_id: int | None):
     table = strava_connection
-    query = (
-        sa.select(table.c.rider_id, table.c.last_reconciled_at)
-        .where(table.c.deauthorized_at.is_(None), table.c.refresh_token.is_not(None))
-        .order_by(
-            table.c.last_reconciled_at.is_not(None), table.c.last_reconciled_at, table.c.rider_id
-        )
+    query = sa.select(table.c.rider_id).where(
+        table.c.deauthorized_at.is_(None), table.c.refresh_token.is_not(None)
     )
-    if rider_id is not None:
-        query = query.where(table.c.rider_id == rider_id)
-    return conn.execute(query).all()
+    return query if rider_id is None else query.where(table.c.rider_id == rider_id)
+
+
+def riders_to_reconcile(conn: Connection, rider_id: int | None = None, limit: int | None = None):
+    """Ids of connected riders, least recently reconciled first (never reconciled before all)."""
+    table = strava_connection
+    query = _connected(rider_id).order_by(
+        table.c.last_reconciled_at.is_not(None), table.c.last_reconciled_at, table.c.rider_id
+    )
+    return list(conn.execute(query.limit(limit)).scalars())
+
+
+def count_connected(conn: Connection, rider_id: int | None = None) -> int:
+    """How many riders are connected (just the one, or none, when rider_id is given)."""
+    subquery = _connected(rider_id).subquery()
+    return conn.execute(sa.select(sa.func.count()).select_from(subquery)).scalar()
 
 
 def stale_riders(conn: Connection, older_than: datetime):

@@ -1,0 +1,691 @@
+"""A simulated day of a whole team on Strava: what strava-sync costs in requests, and what it keeps.
+
+Measures, with Strava's default limits (read: 100 per 15 minutes, 1,000 a day): Strava read
+requests per new activity and per rider in the nightly sweep, 429 answers, events lost (checked
+against the simulator's truth), freshness from a change on Strava to our stored row, the riders the
+sweep reached and deferred, and the largest team the limits keep current, side by side with the
+original design (every rider polled every 6 hours, 2-3 requests a poll) on the same simulated day.
+
+How: `strava_sim` plays Strava on loopback with a driven clock that our app shares (`CLOCK`). Each
+rider uploads 0-2 activities during their local day; some are edited, a few turn private or public
+or are deleted. Strava drops about 2 % of events and repeats some, out of order. The clock jumps
+from one happening to the next (a change, a job's scheduled time, the 03:17 UTC sweep); at each stop
+the events are delivered over HTTP to our webhook and the queued jobs run in-process with a burst
+worker, scheduled jobs being promoted once the driven clock passes their time. The run ends at the
+end of the sweep's day (48 simulated hours). Freshness is in simulated time: work done at a stop is
+counted as done at that stop, so it excludes processing latency (see bench/ingest.py for that).
+
+Redis is the in-process stand-in and the database a temporary SQLite file unless --redis-url (its
+keys are wiped) or --database-url (its tables are dropped) name real ones.
+
+Run: .venv/bin/python bench/day.py [--riders 1000] [--seed 1] [--drop-rate 0.02]    (~30 s)
+     .venv/bin/python bench/day.py --riders 10000 --redis-url redis://127.0.0.1:6379/11  (~10 min)
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import itertools
+import random
+import secrets
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import sqlalchemy as sa
+from _common import exit_on_sigterm, heading, machine, percentile, reserved_redis
+from cryptography.fernet import Fernet
+from rq import SimpleWorker
+from rq.job import Job
+from rq.registry import ScheduledJobRegistry
+
+import config
+import jobs
+import models
+from app import create_app
+from demo import (
+    NEW_TITLES,
+    NEW_TYPES,
+    DemoRider,
+    make_cast,
+    record_activity,
+    serve_in_thread,
+    visible_truth,
+)
+from services import QUEUES
+from strava_sim import Faults, StravaSim
+
+HOUR, DAY, MINUTE, WINDOW = 3600, 86400, 60, 900
+SWEEP_AT = DAY + 3 * HOUR + 17 * MINUTE  # 03:17 UTC next day, as in .github/workflows/reconcile.yml
+LAST_CHANGE = DAY + 3 * HOUR  # the day's late edits are over before the sweep starts
+HORIZON = 2 * DAY  # the run ends with the sweep's day
+ACTIVITIES_A_DAY = ((0, 1, 2), (30, 45, 25))  # per rider: most ride once, some twice, some rest
+FOLLOW_UPS = (  # (kind, share of uploads, delay range in seconds after the upload)
+    ("edit", 0.35, (2 * MINUTE, 2 * HOUR)),
+    ("flip", 0.04, (30 * MINUTE, 12 * HOUR)),
+    ("delete", 0.03, (10 * MINUTE, 12 * HOUR)),
+)
+SEED_POLLS = (6 * HOUR, 12 * HOUR, 18 * HOUR, DAY)  # the seed design's polls that cover the day
+SEED_COST = (2, 3)  # its requests per rider poll: nothing new since the last poll, something new
+DAILY_READS, WINDOW_READS, RESERVE = 1000, 100, 0.2  # Strava's defaults, our default reserve
+COMPARED = ("name", "sport_type", "distance", "start_date", "private")
+
+
+class BurstWorker(SimpleWorker):
+    """A SimpleWorker without the pubsub thread for rq's admin commands (a second a pass), that
+    counts the jobs it runs by function."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.ran = Counter()
+
+    def subscribe(self) -> None:
+        pass
+
+    def execute_job(self, job, queue):
+        self.ran[job.func_name.removeprefix("jobs.")] += 1
+        return super().execute_job(job, queue)
+
+
+@dataclass(order=True)
+class Change:
+    """Something a rider does on Strava at a simulated time (epoch seconds, whole minutes)."""
+
+    at: int
+    seq: int
+    kind: str = field(compare=False)  # upload, edit, flip, delete
+    rider: DemoRider = field(compare=False)
+    upload: int = field(compare=False, default=-1)  # seq of the upload a follow-up changes
+
+
+@dataclass
+class Tally:
+    """What the run observed."""
+
+    done: Counter = field(default_factory=Counter)  # changes made, by kind
+    change_times: dict = field(default_factory=dict)  # athlete id -> times of their changes
+    delivery: Counter = field(default_factory=Counter)  # the simulator's delivery counts
+    dropped: list = field(default_factory=list)  # event payloads that never reached our table
+    freshness: list = field(default_factory=list)  # seconds from event to its stored row
+    reconciled_at: dict = field(default_factory=dict)  # rider id -> sim time of their sweep job
+    sweep: dict | None = None  # what queue_sweep answered
+    stops: int = 0
+    reported: int = 0  # the simulated hour of the last progress line
+    stopped_early: str | None = None
+    host: str = field(default_factory=machine)  # taken when the run starts
+
+
+@dataclass
+class World:
+    """The running parts and the simulated state they share."""
+
+    sim: StravaSim
+    app: object
+    svc: object
+    worker: BurstWorker
+    start: int
+    rng: random.Random
+    ids: dict = field(default_factory=dict)  # upload seq -> activity id
+    private: dict = field(default_factory=dict)  # activity id -> private now
+    deleted: set = field(default_factory=set)
+
+
+def minute(at: float) -> int:
+    """Round a time up to a whole simulated minute."""
+    return int(-(-at // MINUTE) * MINUTE)
+
+
+def day_start() -> int:
+    """The next UTC midnight: the driven clock then stays ahead of real time, which RQ uses."""
+    now = time.time()
+    return int(now - now % DAY + DAY)
+
+
+# -- the world ------------------------------------------------------------------------------------
+
+
+def plan_day(cast: list[DemoRider], rng: random.Random, start: int) -> list[Change]:
+    """Uploads at riders' local 07:00-21:00, and the edits, flips and deletions that follow."""
+    seq, changes = itertools.count(), []
+    for rider in cast:
+        for _ in range(rng.choices(*ACTIVITIES_A_DAY)[0]):
+            local = rng.uniform(7, 21) * HOUR - rider.utc_offset * HOUR
+            upload = Change(minute(start + local % DAY), next(seq), "upload", rider)
+            changes.append(upload)
+            for kind, share, (low, high) in FOLLOW_UPS:
+                if rng.random() < share:
+                    at = min(minute(upload.at + rng.uniform(low, high)), start + LAST_CHANGE)
+                    changes.append(Change(at, next(seq), kind, rider, upload.seq))
+    return sorted(changes)
+
+
+def apply(world: World, change: Change, tally: Tally) -> None:
+    """Make one change on the simulator (its event lands in the outbox)."""
+    sim, rng = world.sim, world.rng
+    if change.kind == "upload":
+        private = rng.random() < 0.1
+        ended = datetime.fromtimestamp(change.at, UTC)
+        activity_id = record_activity(sim, rng, change.rider, ended, private)
+        world.ids[change.seq], world.private[activity_id] = activity_id, private
+    else:
+        activity_id = world.ids[change.upload]
+        if activity_id in world.deleted:
+            return  # deleted before this follow-up came round
+        if change.kind == "edit" and rng.random() < 0.6:
+            sim.update_activity(activity_id, name=rng.choice(NEW_TITLES))
+        elif change.kind == "edit":
+            sim.update_activity(activity_id, sport_type=rng.choice(NEW_TYPES))
+        elif change.kind == "flip":
+            world.private[activity_id] = not world.private[activity_id]
+            sim.update_activity(activity_id, private=world.private[activity_id])
+        else:
+            sim.delete_activity(activity_id)
+            world.deleted.add(activity_id)
+    tally.done[change.kind] += 1
+    tally.change_times.setdefault(change.rider.athlete_id, []).append(change.at)
+
+
+def seed_riders(world: World, cast: list[DemoRider]) -> int:
+    """Connect every rider and give them 0-5 activities this past week, already in our table."""
+    sim, svc, rng, start = world.sim, world.svc, world.rng, world.start
+    for rider in cast:
+        for _ in range(rng.randint(0, 5)):
+            ended = datetime.fromtimestamp(start - rng.uniform(0.5, 6.5) * DAY, UTC)
+            record_activity(sim, rng, rider, ended, private=rng.random() < 0.08, event=False)
+    # The app stamps sweeps with the wall clock (models.now), not the driven one: so do we.
+    last_sweep = models.now() - timedelta(days=1)
+    riders, connections, activities = [], [], []
+    for rider_id, rider in enumerate(cast, start=1):
+        rider.rider_id = rider_id
+        tokens = sim.grant(rider.athlete_id, rider.scope)
+        riders.append({"id": rider_id, "name": rider.name, "created_at": last_sweep})
+        connections.append(
+            {
+                "rider_id": rider_id,
+                "athlete_id": rider.athlete_id,
+                "access_token": svc.cipher.encrypt(tokens["access_token"]),
+                "refresh_token": svc.cipher.encrypt(tokens["refresh_token"]),
+                "expires_at": tokens["expires_at"],
+                "scope": rider.scope,
+                "connected_at": last_sweep,
+                "last_reconciled_at": last_sweep,
+                "backfill_before": 0,  # history read long ago
+            }
+        )
+        for values in visible_truth(sim, rider).values():
+            activities.append(dict(values, rider_id=rider_id, fetched_at=last_sweep))
+    with svc.engine.begin() as conn:
+        conn.execute(models.riders.insert(), riders)
+        conn.execute(models.strava_connection.insert(), connections)
+        if activities:
+            conn.execute(models.strava_activity.insert(), activities)
+    return len(activities)
+
+
+def subscribe(world: World, url: str) -> None:
+    """Create the push subscription (Strava validates our callback) and remember its id."""
+    svc = world.svc
+    created = svc.client.create_subscription(
+        url + "/api/strava/webhook", svc.config["STRAVA_VERIFY_TOKEN"]
+    )
+    with svc.engine.begin() as conn:
+        models.set_setting(conn, "subscription_id", str(created["id"]))
+    svc.forget_subscription()
+
+
+# -- one stop of the driven clock -----------------------------------------------------------------
+
+
+def deliver(world: World, tally: Tally) -> None:
+    """Push the outbox to our webhook; note the events that never reached our table."""
+    outbox = {models.event_identity(e): e for e in world.sim.outbox}
+    if not outbox:
+        return
+    tally.delivery.update(world.sim.deliver_events())
+    table = models.webhook_event
+    with world.svc.engine.connect() as conn:
+        query = sa.select(table.c.identity).where(table.c.identity.in_(list(outbox)))
+        stored = set(conn.execute(query).scalars())
+    tally.dropped += [e for identity, e in outbox.items() if identity not in stored]
+
+
+def promote_due(svc, now: float) -> int:
+    """Move scheduled jobs whose time the driven clock has passed to their queues."""
+    moved = 0
+    for name in QUEUES:
+        queue = svc.queue(name)
+        registry = ScheduledJobRegistry(queue=queue)
+        for job_id in registry.get_jobs_to_schedule(int(now), chunk_size=100_000):
+            job = Job.fetch(job_id, connection=svc.redis)
+            registry.remove(job)
+            queue.enqueue_job(job)
+            moved += 1
+    return moved
+
+
+def next_scheduled(svc) -> float | None:
+    """The earliest time a scheduled job waits for, or None."""
+    times = []
+    for name in QUEUES:
+        key = ScheduledJobRegistry(queue=svc.queue(name)).key
+        times += [score for _, score in svc.redis.zrange(key, 0, 0, withscores=True)]
+    return min(times, default=None)
+
+
+def run_jobs(world: World, now: float) -> None:
+    """Run every queued and due job, as often as jobs queue more (bounded)."""
+    svc = world.svc
+    for _ in range(100):
+        promote_due(svc, now)
+        if not any(svc.queue(name).count for name in QUEUES):
+            return
+        with world.app.app_context():
+            world.worker.work(burst=True, logging_level="WARNING")
+
+
+def observe(world: World, tally: Tally, since: datetime, now: float) -> None:
+    """Note the events finished and the riders swept since `since` (wall clock) at sim time now."""
+    events, connections = models.webhook_event, models.strava_connection
+    with world.svc.engine.connect() as conn:
+        done = sa.select(events.c.event_time).where(
+            events.c.processed_at >= since, events.c.status == "done"
+        )
+        tally.freshness += [now - t for t in conn.execute(done).scalars()]
+        swept = sa.select(connections.c.rider_id).where(connections.c.last_reconciled_at >= since)
+        for rider_id in conn.execute(swept).scalars():
+            tally.reconciled_at.setdefault(rider_id, now)
+
+
+def simulate(world: World, changes: list[Change], tally: Tally, max_seconds: float) -> None:
+    """Drive the clock from happening to happening until the horizon (or the time bound)."""
+    clock, svc, start = world.sim.clock, world.svc, world.start
+    began, upcoming = time.monotonic(), iter(changes)
+    change = next(upcoming, None)
+    while True:
+        moments = [start + HORIZON, next_scheduled(svc)]
+        moments += [change.at if change else None, None if tally.sweep else start + SWEEP_AT]
+        at = minute(max(min(m for m in moments if m is not None), clock.now()))
+        if at >= start + HORIZON:
+            return
+        clock.advance(at - clock.now())
+        since = models.now()
+        while change is not None and change.at <= at:
+            apply(world, change, tally)
+            change = next(upcoming, None)
+        if tally.sweep is None and at >= start + SWEEP_AT:
+            tally.sweep = jobs.queue_sweep(svc, "cron")
+        deliver(world, tally)
+        run_jobs(world, at)
+        observe(world, tally, since, at)
+        tally.stops += 1
+        progress(at, start, tally, time.monotonic() - began)
+        if time.monotonic() - began > max_seconds:
+            tally.stopped_early = datetime.fromtimestamp(at, UTC).strftime("%a %H:%M UTC")
+            return
+        due = next_scheduled(svc)
+        if due is not None and due <= at:
+            clock.advance(MINUTE)  # a job scheduled in real time that will not run: move on
+
+
+def progress(at: int, start: int, tally: Tally, elapsed: float) -> None:
+    """A line on stderr every three simulated hours, for long runs."""
+    hour = (at - start) // HOUR
+    if hour // 3 > tally.reported // 3:
+        tally.reported = hour
+        when = datetime.fromtimestamp(at, UTC).strftime("%a %H:%M UTC")
+        print(f"  ... simulated {when}: {tally.stops} stops, {elapsed:.0f} s", file=sys.stderr)
+
+
+# -- the outcome ----------------------------------------------------------------------------------
+
+
+def differing_activities(world: World, cast: list[DemoRider]) -> set[int]:
+    """Activities whose stored row differs from (or is missing from, or absent on) Strava."""
+    differ = set()
+    with world.svc.engine.connect() as conn:
+        for rider in cast:
+            theirs = visible_truth(world.sim, rider)
+            ours = {r.id: r._mapping for r in models.rider_activities(conn, rider.rider_id)}
+            differ |= theirs.keys() ^ ours.keys()
+            differ |= {
+                i
+                for i in theirs.keys() & ours.keys()
+                if any(theirs[i][f] != ours[i][f] for f in COMPARED)
+            }
+    return differ
+
+
+def waiting_fetches(svc) -> int:
+    """Activity fetches still queued or waiting for the rate budget."""
+    registry = ScheduledJobRegistry(queue=svc.queue("strava"))
+    return svc.queue("strava").count + registry.get_job_count(cleanup=False)
+
+
+def seed_design(tally: Tally, riders: int, start: int) -> dict:
+    """What 6-hourly polling would have asked of Strava on the same day, and how fresh it is."""
+    polls = [start + p for p in SEED_POLLS] + [start + DAY + SEED_POLLS[0]]
+    requests, delays = riders * len(SEED_POLLS) * SEED_COST[0], []
+    for times in tally.change_times.values():
+        for previous, poll in itertools.pairwise([start, *polls[: len(SEED_POLLS)]]):
+            if any(previous < t <= poll for t in times):
+                requests += SEED_COST[1] - SEED_COST[0]
+        delays += [min(p for p in polls if p >= t) - t for t in times]
+    per_rider = requests / riders
+    return {
+        "requests": requests,
+        "per_rider": per_rider,
+        "largest": int(DAILY_READS // per_rider),
+        "delays": delays,
+    }
+
+
+def peak_window_changes(tally: Tally) -> int:
+    """The most changes (each a fetch) in any one 15-minute window of the day."""
+    windows = Counter(t - t % WINDOW for times in tally.change_times.values() for t in times)
+    return max(windows.values(), default=0)
+
+
+def ours(world: World, tally: Tally, riders: int, waiting: int) -> dict:
+    """Our requests on the day and the largest team the default limits keep current."""
+    sim, svc = world.sim, world.svc
+    fetches = sim.requests["GET /activities/{id}"] + waiting  # waiting ones will cost one each
+    with svc.engine.connect() as conn:
+        run = models.get_run(conn, tally.sweep["run_id"]) if tally.sweep else None
+    swept = run.riders_done if run else 0
+    sweep_cost = sim.requests["GET /athlete/activities"] / swept if swept else 1.0
+    event_cost = fetches / riders
+    peak = peak_window_changes(tally) / riders
+    bounds = {
+        "day": DAILY_READS / (event_cost + sweep_cost),
+        "sweep": DAILY_READS * (1 - RESERVE) / sweep_cost,
+        "window": WINDOW_READS / peak if peak else float("inf"),
+    }
+    binding = min(bounds, key=bounds.get)
+    return {
+        "run": run,
+        "swept": swept,
+        "fetches": fetches,
+        "sweep_cost": sweep_cost,
+        "per_rider": event_cost + sweep_cost,
+        "requests": round(fetches + sweep_cost * riders),
+        "largest": int(bounds[binding]),
+        "binding": binding,
+        "bounds": bounds,
+    }
+
+
+def hours(seconds: float) -> str:
+    """A duration for people: seconds, minutes or hours."""
+    if seconds != seconds:  # nan
+        return "n/a"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 2 * HOUR else f"{seconds / HOUR:.1f} h"
+
+
+def dropped_fate(world: World, cast: list[DemoRider], tally: Tally, differ: set[int]) -> dict:
+    """What became of the changes whose events Strava dropped: put right by a later event, by the
+    sweep (and how long after the change), not visible to us at all, or still wrong (lost)."""
+    table = models.webhook_event
+    ids = [e["object_id"] for e in tally.dropped]
+    with world.svc.engine.connect() as conn:
+        query = (
+            sa.select(table.c.object_id, sa.func.max(table.c.event_time))
+            .where(table.c.object_id.in_(ids), table.c.status == "done")
+            .group_by(table.c.object_id)
+        )
+        announced = dict(conn.execute(query).all())
+    rider_of = {r.athlete_id: r.rider_id for r in cast}
+    fate = {"lost": 0, "by_event": 0, "unseen": 0, "sweep_delays": []}
+    for e in tally.dropped:
+        swept = tally.reconciled_at.get(rider_of.get(e["owner_id"]), 0)
+        if e["object_id"] in differ:
+            fate["lost"] += 1
+        elif announced.get(e["object_id"], 0) > e["event_time"]:
+            fate["by_event"] += 1
+        elif swept >= e["event_time"]:
+            fate["sweep_delays"].append(swept - e["event_time"])
+        else:
+            fate["unseen"] += 1  # e.g. a delete of an activity whose create we never stored
+    return fate
+
+
+def print_world(cast: list[DemoRider], tally: Tally, args, statuses: Counter) -> None:
+    d = tally.delivery
+    print(f"  machine          {tally.host}")
+    print(
+        f"  team             {len(cast)} riders, seed {args.seed}; Strava read limits "
+        f"{WINDOW_READS}/15 min, {DAILY_READS}/day; bulk reserve {RESERVE:.0%}"
+    )
+    print(
+        f"  changes          {sum(tally.done.values())}: {tally.done['upload']} uploads, "
+        f"{tally.done['edit']} edits, {tally.done['flip']} privacy flips, "
+        f"{tally.done['delete']} deletions"
+    )
+    print(
+        f"  events           {d['sent'] - d['duplicated'] + d['dropped']} sent by Strava: "
+        f"{d['dropped']} dropped ({args.drop_rate:.0%}), {d['duplicated']} repeated, "
+        f"{d['failed']} given up after 3 attempts; stored, by status: {dict(statuses)}"
+    )
+    print(f"  driven clock     {tally.stops} stops over the simulated day and night")
+
+
+def print_requests(world: World, tally: Tally, mine: dict, waiting: int) -> None:
+    sim = world.sim
+    uploads, changes = max(tally.done["upload"], 1), max(sum(tally.done.values()), 1)
+    print(
+        f"  events           {sim.requests['GET /activities/{id}']} GET /activities/{{id}} "
+        f"(+{waiting} still waiting for budget at the end): {mine['fetches'] / uploads:.2f} "
+        f"per new activity, {mine['fetches'] / changes:.2f} per change"
+    )
+    print(
+        f"  sweep            {sim.requests['GET /athlete/activities']} GET /athlete/activities for "
+        f"{mine['swept']} riders: {mine['sweep_cost']:.2f} per rider"
+    )
+    print(f"  429 answers      {sim.rate_limited}")
+    ran = ", ".join(f"{n} {name}" for name, n in world.worker.ran.most_common())
+    print(f"  jobs run         {ran} (a job that found no permit ran again later)")
+    print(f"  busiest window   {sim.max_window_usage()} reads of {WINDOW_READS}")
+    print(f"  token refreshes  {sim.requests['POST /oauth/token']} (OAuth: not rate limited)")
+
+
+def print_sweep(tally: Tally, run) -> None:
+    if run is None:
+        print("  the sweep never started (see --max-minutes)")
+        return
+    print(
+        f"  planned {tally.sweep['planned']}, deferred {tally.sweep['deferred']} to the next "
+        f"night; {run.riders_done} done by the end ({run.status}); "
+        f"{run.riders_rescheduled} rider jobs re-run after waiting for a 15-minute window"
+    )
+    print(
+        f"  repaired {run.activities_created} created, {run.activities_updated} updated, "
+        f"{run.activities_deleted} deleted ({run.activities_unannounced} never announced)"
+    )
+
+
+def print_freshness(tally: Tally, fate: dict, differ: set[int], dropped_ids: set[int]) -> None:
+    fresh = tally.freshness
+    print(
+        f"  event -> row     p50 {hours(percentile(fresh, 0.5))}, p95 "
+        f"{hours(percentile(fresh, 0.95))}, max {hours(max(fresh, default=float('nan')))} "
+        f"over {len(fresh)} stored events (simulated time)"
+    )
+    print(
+        f"  dropped events   {len(tally.dropped)}: {len(fate['sweep_delays'])} repaired by the "
+        f"sweep (p50 {hours(percentile(fate['sweep_delays'], 0.5))} after the change), "
+        f"{fate['by_event']} by a later event, {fate['unseen']} changed nothing we hold, "
+        f"{fate['lost']} lost (still wrong at the end: the sweep has not reached the rider)"
+    )
+    print(
+        f"  vs Strava        {len(differ)} activities differ: {len(differ & dropped_ids)} after a "
+        f"dropped event, {len(differ - dropped_ids)} with their fetch still waiting for budget"
+    )
+
+
+def print_capacity(mine: dict, seed: dict, tally: Tally) -> None:
+    fresh = tally.freshness
+    print("                                     reads/rider/day  reads this day  largest team")
+    for name, figures in (
+        ("seed: every rider every 6 hours", seed),
+        ("ours: events + sweep", mine),
+    ):
+        print(
+            f"  {name:<33}{figures['per_rider']:>16.2f}{figures['requests']:>16}"
+            f"{figures['largest']:>14}"
+        )
+    b = mine["bounds"]
+    print(
+        f"  ours is bound by the {mine['binding']} limit; bounds: day {b['day']:.0f}, "
+        f"sweep (bulk lane, {1 - RESERVE:.0%} of a day) {b['sweep']:.0f}, "
+        f"busiest 15-min window {b['window']:.0f}"
+    )
+    print(
+        f"  freshness p50/p95: seed {hours(percentile(seed['delays'], 0.5))}/"
+        f"{hours(percentile(seed['delays'], 0.95))}, ours {hours(percentile(fresh, 0.5))}/"
+        f"{hours(percentile(fresh, 0.95))}"
+    )
+
+
+def report(world: World, cast: list[DemoRider], tally: Tally, args, took: float) -> None:
+    """Print the figures and the one-line summary."""
+    sim, svc, riders = world.sim, world.svc, len(cast)
+    waiting = waiting_fetches(svc)
+    mine, seed = ours(world, tally, riders, waiting), seed_design(tally, riders, world.start)
+    differ = differing_activities(world, cast)
+    dropped_ids = {e["object_id"] for e in tally.dropped}
+    fate = dropped_fate(world, cast, tally, differ)
+    with svc.engine.connect() as conn:
+        statuses = Counter(dict(models.event_counts_since(conn, datetime(2000, 1, 1, tzinfo=UTC))))
+    heading("The simulated day")
+    print_world(cast, tally, args, statuses)
+    heading("Strava read requests")
+    print_requests(world, tally, mine, waiting)
+    heading("Sweep at 03:17 UTC")
+    print_sweep(tally, mine["run"])
+    heading("Freshness and losses")
+    print_freshness(tally, fate, differ, dropped_ids)
+    heading("Keeping a team current on 1,000 reads a day")
+    print_capacity(mine, seed, tally)
+    if tally.stopped_early:
+        print(f"\n  (stopped by --max-minutes at simulated {tally.stopped_early})")
+    fresh, uploads = tally.freshness, max(tally.done["upload"], 1)
+    deferred = tally.sweep["deferred"] if tally.sweep else riders
+    print(
+        f"\nSummary: {riders} riders: {mine['fetches'] / uploads:.2f} reads/new activity, "
+        f"{mine['sweep_cost']:.2f}/rider swept, {sim.rate_limited} 429s, {fate['lost']} events "
+        f"lost, freshness p50 {hours(percentile(fresh, 0.5))} p95 "
+        f"{hours(percentile(fresh, 0.95))}, sweep reached {mine['swept']}/deferred {deferred}; "
+        f"largest team {mine['largest']} vs {seed['largest']} (seed design); {took:.0f} s"
+    )
+
+
+# -- running it -----------------------------------------------------------------------------------
+
+
+def settings(sim: StravaSim, database_url: str, redis_url: str | None) -> dict:
+    """The app's configuration: default Strava limits, the simulator, the shared driven clock."""
+    return {
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "INLINE_WORKER": False,  # the benchmark runs the jobs itself, at the driven clock's time
+        "SECRET_KEY": secrets.token_hex(16),
+        "STRAVA_CLIENT_ID": sim.client_id,
+        "STRAVA_CLIENT_SECRET": sim.client_secret,
+        "STRAVA_API_URL": sim.api_url,
+        "STRAVA_OAUTH_URL": sim.oauth_url,
+        "STRAVA_VERIFY_TOKEN": secrets.token_urlsafe(16),
+        "STRAVA_SUBSCRIPTION_ID": None,
+        "TOKEN_ENCRYPTION_KEY": Fernet.generate_key().decode(),
+        "STRAVA_RATE_LIMITS": (2 * WINDOW_READS, 2 * DAILY_READS),
+        "STRAVA_READ_RATE_LIMITS": (WINDOW_READS, DAILY_READS),
+        "RECONCILE_RESERVE": RESERVE,
+        "RECONCILE_LOOKBACK_DAYS": 7,
+        "CLOCK": sim.clock.now,
+    }
+
+
+def skip_fsync(engine) -> None:
+    """A throwaway SQLite file need not survive a power cut: no fsync per commit (speed only)."""
+    if engine.dialect.name != "sqlite":
+        return
+
+    def pragmas(dbapi_connection, _record) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=OFF")
+        cursor.close()
+
+    sa.event.listen(engine, "connect", pragmas)
+
+
+@contextlib.contextmanager
+def services(args):
+    """(database URL, Redis URL): real ones when given (wiped), else a temp SQLite file and None."""
+    with contextlib.ExitStack() as stack:
+        if args.redis_url:
+            stack.enter_context(reserved_redis(args.redis_url))
+        database_url = args.database_url and config.database_url(args.database_url, "")
+        if not database_url:
+            folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="strava-sync-day-"))
+            database_url = f"sqlite:///{folder}/day.sqlite"
+        yield database_url, args.redis_url
+
+
+def run(args) -> None:
+    """Build the world, drive the day, print what it cost."""
+    began, rng, tally = time.monotonic(), random.Random(args.seed), Tally()
+    start = day_start()
+    faults = Faults(drop_rate=args.drop_rate, duplicate_rate=args.duplicate_rate, shuffle=True)
+    with (
+        services(args) as (database_url, redis_url),
+        StravaSim(seed=args.seed, faults=faults) as sim,
+    ):
+        sim.clock.advance(start - sim.clock.now())
+        app = create_app(settings(sim, database_url, redis_url))
+        svc = app.extensions["strava_sync"]
+        try:
+            skip_fsync(svc.engine)
+            models.metadata.drop_all(svc.engine)
+            models.init_db(svc.engine)
+            worker = BurstWorker([svc.queue(n) for n in QUEUES], connection=svc.redis)
+            world = World(sim, app, svc, worker, start, rng)
+            cast = make_cast(sim, rng, args.riders)
+            held = seed_riders(world, cast)
+            changes = plan_day(cast, rng, start)
+            print(f"{args.riders} riders connected, {held} activities of the past week held; ")
+            print(f"simulating {len(changes)} changes over the day...", flush=True)
+            with serve_in_thread(app) as url:
+                subscribe(world, url)
+                simulate(world, changes, tally, args.max_minutes * 60)
+            report(world, cast, tally, args, time.monotonic() - began)
+        finally:
+            if args.database_url:
+                models.metadata.drop_all(svc.engine)
+            svc.engine.dispose()
+            svc.redis.close()
+            svc.client.session.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--riders", type=int, default=1000, help="team size (default 1000)")
+    parser.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    parser.add_argument("--drop-rate", type=float, default=0.02, help="events Strava drops")
+    parser.add_argument("--duplicate-rate", type=float, default=0.05, help="events repeated")
+    parser.add_argument(
+        "--max-minutes", type=float, default=20, help="real-time bound on the simulation loop"
+    )
+    parser.add_argument("--redis-url", help="a real Redis database to use (its keys are wiped)")
+    parser.add_argument("--database-url", help="a real database to use (its tables are dropped)")
+    args = parser.parse_args()
+    exit_on_sigterm()
+    run(args)
+
+
+if __name__ == "__main__":
+    main()
