@@ -197,7 +197,7 @@ def run_summary(run) -> dict:
     """A sync_run row as JSON-ready data."""
     data = dict(run._mapping)
     for key in ("started_at", "finished_at"):
-        data[key] = data[key].isoformat() if data[key] else None
+        data[key] = data[key].isoformat(timespec="seconds") if data[key] else None
     return data
 
 

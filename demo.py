@@ -34,6 +34,7 @@ from werkzeug.serving import WSGIRequestHandler, make_server
 import jobs
 import models
 from app import create_app
+from cli import collect_status, format_status
 from eddington import eddington_numbers
 from ratebudget import RateBudget
 from services import QUEUES, InlineRunner, Services
@@ -556,6 +557,11 @@ def print_summary(demo: Demo, cast: list[DemoRider], run) -> None:
         + _leaderboard_lines(demo, cast)
     ):
         click.echo(line)
+    click.echo("\nThe operator's view (flask --app app strava status)")
+    with demo.app.app_context():
+        status = collect_status(demo.svc)
+    for line in format_status(status):
+        click.echo(f"  {line}")
 
 
 def print_verdict(differences: list[str], cast: list[DemoRider]) -> None:
