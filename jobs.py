@@ -294,8 +294,9 @@ def queue_sweep(
         run_id = models.create_run(conn, "reconcile", trigger, dry_run)
         models.update_run(conn, run_id, riders_planned=len(planned), riders_deferred=deferred)
         models.finish_run_if_complete(conn, run_id)
-    for rider in planned:
-        enqueue(svc, reconcile_rider, rider, run_id, dry_run, queue="reconcile")
+    for rider, start in zip(planned, reconcile.sweep_start_times(svc, len(planned)), strict=True):
+        at = None if start is None else _reschedule_at(start)
+        enqueue(svc, reconcile_rider, rider, run_id, dry_run, queue="reconcile", at=at)
     return {
         "run_id": run_id,
         "planned": len(planned),

@@ -13,10 +13,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import models
+from ratebudget import window_bounds
 from services import Services, access_token
 from strava_client import parse_activity
 
 PER_PAGE = 200  # Strava's maximum page size
+WINDOW = 15 * 60  # Strava's short rate-limit window, in seconds
 COST_PER_RIDER = 1  # list requests a nightly check of one rider usually takes
 
 
@@ -51,6 +53,29 @@ def plan_sweep(svc: Services, max_riders: int | None = None, rider_id: int | Non
         planned = models.riders_to_reconcile(conn, rider_id, limit=capacity)
         deferred = models.count_connected(conn, rider_id) - len(planned)
     return planned, deferred
+
+
+def stagger(count: int, left_now: int, per_window: int, window_end: float) -> list[float | None]:
+    """When each of `count` rider jobs should start (None: now, else an epoch second).
+
+    As many as this window's bulk permits start now; the rest go a window's worth to each
+    following reset, so a job does not wake at every reset only to find the window spent.
+    """
+    per_window = max(1, per_window)
+    return [
+        None if i < left_now else window_end + (i - left_now) // per_window * WINDOW
+        for i in range(count)
+    ]
+
+
+def sweep_start_times(svc: Services, count: int) -> list[float | None]:
+    """stagger() with the shared budget's figures for the bulk lane."""
+    snapshot = svc.budget.snapshot()
+    per_window = min(
+        int(snapshot[b]["limit_15min"] * (1 - snapshot["reserve"])) for b in ("overall", "read")
+    )
+    _, window_end, _, _ = window_bounds(svc.clock())
+    return stagger(count, svc.budget.available("bulk")["window"], per_window, window_end)
 
 
 def lookback_start(now: datetime, last_reconciled_at: datetime | None, days: int) -> datetime:

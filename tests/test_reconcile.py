@@ -8,7 +8,8 @@ from conftest import CRON_SECRET, connect_rider, event, make_app, run_jobs, sche
 
 import jobs
 import models
-from reconcile import lookback_start
+from ratebudget import NoPermit
+from reconcile import lookback_start, stagger
 from strava_sim import SimClock, StravaSim
 
 LIST = "GET /athlete/activities"
@@ -129,9 +130,10 @@ def test_riders_beyond_the_days_bulk_budget_are_deferred_oldest_first(database_u
         assert sim.rate_limited == 0
 
 
-def test_rider_jobs_wait_for_the_next_window_instead_of_failing(database_url):
-    with StravaSim(read_limits=(5, 1000)) as sim:
-        app = make_app(database_url, sim)
+def test_sweep_spreads_rider_jobs_over_the_windows_the_budget_allows(database_url):
+    clock = SimClock(start=datetime(2026, 11, 28, 3, 17, tzinfo=UTC).timestamp())
+    with StravaSim(read_limits=(5, 1000), clock=clock) as sim:
+        app = make_app(database_url, sim, CLOCK=clock.now)
         svc = app.extensions["strava_sync"]
         riders = [connect_rider(app, sim, name=("R", str(i)))[0] for i in range(8)]
         # Learn Strava's limits from one response, as every worker does.
@@ -140,11 +142,44 @@ def test_rider_jobs_wait_for_the_next_window_instead_of_failing(database_url):
         run_jobs(app)
         summary, run = sweep(app)
         assert summary["planned"] == 8
+        # Bulk may use 4 of each window's 5 reads; the backfill took one of this window's.
+        assert sim.requests[LIST] == 1 + 3
         assert sim.rate_limited == 0
-        assert sim.max_window_usage() <= 5
-        waiting = [j for j in scheduled_jobs(app) if j.func_name == "jobs.reconcile_rider"]
-        assert len(waiting) == 8 - (4 - 1)  # bulk gets 4 of 5, one went to the backfill
-        assert run.status == "running" and run.riders_rescheduled == len(waiting)
+        window_end = datetime(2026, 11, 28, 3, 30, tzinfo=UTC).timestamp()
+        starts = sorted(
+            svc.redis.zscore(f"rq:scheduled:{job.origin}", job.id) - window_end
+            for job in scheduled_jobs(app)
+        )
+        assert len(starts) == 5
+        assert all(0 < s <= 31 for s in starts[:4]) and 900 < starts[4] <= 931
+        assert run.status == "running" and run.riders_rescheduled == 0
+
+
+def test_stagger_fills_this_window_then_one_window_at_a_time():
+    assert stagger(5, left_now=2, per_window=2, window_end=1000.0) == [
+        None, None, 1000.0, 1000.0, 1900.0,
+    ]  # fmt: skip
+    assert stagger(2, left_now=0, per_window=0, window_end=0.0) == [0.0, 900.0]
+
+
+def test_rider_jobs_that_find_no_permit_wait_for_the_next_window(database_url):
+    with StravaSim() as sim:
+        app = make_app(database_url, sim)
+        svc = app.extensions["strava_sync"]
+        rider, _ = connect_rider(app, sim)
+        with app.app_context():
+            run_id = jobs.queue_sweep(svc, "test")["run_id"]
+        # Real-time fetches spend the window between planning and the job's run.
+        with pytest.raises(NoPermit):
+            for _ in range(1000):
+                svc.budget.take_permit("realtime")
+        run_jobs(app)
+        [waiting] = scheduled_jobs(app)
+        assert waiting.func_name == "jobs.reconcile_rider" and waiting.args[0] == rider
+        with svc.engine.connect() as conn:
+            run = models.get_run(conn, run_id)
+        assert (run.status, run.riders_rescheduled) == ("running", 1)
+        assert sim.requests[LIST] == 0 and sim.rate_limited == 0
 
 
 def test_backfill_reads_history_in_pages_and_resumes_after_budget_waits(database_url):
