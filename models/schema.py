@@ -181,11 +181,6 @@ class TokenCipher:
             MultiFernet([Fernet(k.strip()) for k in keys.split(",") if k.strip()]) if keys else None
         )
 
-    @property
-    def enabled(self) -> bool:
-        """Whether tokens are encrypted at rest."""
-        return self._fernet is not None
-
     def encrypt(self, token: str | None) -> str | None:
         """Encrypt a token for storage (stored as is when no key is configured)."""
         if token is None or self._fernet is None:

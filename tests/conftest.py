@@ -212,10 +212,6 @@ def event(sim_or_owner, object_id, aspect="create", object_type="activity", upda
     return body
 
 
-def redis_is_real() -> bool:
-    return bool(REAL_REDIS)
-
-
 def stop_redis_client(svc):
     """Point the app at a Redis that refuses connections (simulates Redis being down)."""
     svc.redis = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5)
