@@ -15,9 +15,11 @@ from werkzeug.exceptions import HTTPException
 import cli
 import config
 import cron
+import extension
 import oauth
+import services
 import webhook
-from services import build_services, current_services
+from extension import current_services
 
 log = logging.getLogger(__name__)
 SECRET_PARAM = re.compile(r"(hub\.verify_token=)[^&\s\"]*")
@@ -43,7 +45,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         app.config.update(test_config)
     if app.config["DATABASE_URL"].startswith("sqlite:///" + app.instance_path):
         os.makedirs(app.instance_path, exist_ok=True)  # the default database lives there
-    app.extensions["strava_sync"] = build_services(app.config)
+    extension.init_app(app, services.build(app.config))
     deployed = app.config["REDIS_URL"] or not app.config["DATABASE_URL"].startswith("sqlite")
     if deployed and not app.config["TOKEN_ENCRYPTION_KEY"]:
         log.warning("TOKEN_ENCRYPTION_KEY is not set: Strava tokens are stored unencrypted")

@@ -47,6 +47,13 @@ def database_url(raw: str | None, instance_path: str) -> str:
     return raw
 
 
+def _flag(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value not in ("0", "1", "true", "false", "yes", "no", "on", "off"):
+        raise ConfigError(f"{name} must be 1 or 0, got {raw!r}")
+    return value in ("1", "true", "yes", "on")
+
+
 def from_environ(environ: dict[str, str] | None = None, instance_path: str = "instance") -> dict:
     """Read the environment into the app's config mapping (Flask config keys)."""
     env = os.environ if environ is None else environ
@@ -72,6 +79,10 @@ def from_environ(environ: dict[str, str] | None = None, instance_path: str = "in
         "RECONCILE_LOOKBACK_DAYS": _positive_int(
             "RECONCILE_LOOKBACK_DAYS", get("RECONCILE_LOOKBACK_DAYS", "7")
         ),
+        # Inline mode (no REDIS_URL) runs jobs in a thread of the serving process unless this is 0.
+        "INLINE_WORKER": _flag("INLINE_WORKER", get("INLINE_WORKER", "1")),
+        # The time source (epoch seconds); tests and the simulator pass their own.
+        "CLOCK": None,
         "EDDINGTON_SPORT_TYPES": frozenset(
             t.strip()
             for t in get("EDDINGTON_SPORT_TYPES", "Ride,GravelRide,MountainBikeRide").split(",")

@@ -31,13 +31,15 @@ from rq import Worker
 from rq.registry import ScheduledJobRegistry
 from werkzeug.serving import WSGIRequestHandler, make_server
 
+import inline
 import jobs
 import models
 from app import create_app
-from cli import collect_status, format_status
 from eddington import eddington_numbers
+from inline import InlineRunner
 from ratebudget import RateBudget
-from services import QUEUES, InlineRunner, Services
+from services import QUEUES, Services
+from status import collect_status, format_status
 from strava_client import parse_activity
 from strava_sim import StravaSim
 
@@ -107,7 +109,7 @@ class _Handler(WSGIRequestHandler):
 
 @contextlib.contextmanager
 def _working(app: Flask, svc: Services):
-    runner = svc.start_runner(app)
+    runner = inline.start(svc)
     try:
         yield runner
     finally:

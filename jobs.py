@@ -16,10 +16,12 @@ import redis
 from rq import Callback, Retry, get_current_job
 from rq.job import Job
 
+import inline
 import models
 import reconcile
+import services
 from ratebudget import NoPermit
-from services import Services, access_token, current_services
+from services import Services
 from strava_client import (
     ApplicationInactive,
     NotFound,
@@ -27,6 +29,7 @@ from strava_client import (
     Unauthorized,
     parse_activity,
 )
+from tokens import access_token
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +59,14 @@ return 0
 """
 
 
-def enqueue(svc: Services, func, *args, queue: str = "strava", at=None, job_id=None, **kwargs):
-    """Queue a job with the project's options; `at` (a datetime) schedules it for later."""
+def enqueue(svc: Services, func, *args, queue="strava", at=None, job_id=None, meta=None, **kwargs):
+    """Queue a job with the project's options; `at` (a datetime) schedules it for later.
+
+    `meta` carries what the failure callback needs (the events' object, or the run and rider).
+    """
     options = dict(
         job_id=job_id,
+        meta=meta or {},
         job_timeout=600 if queue == "reconcile" else FETCH_TIMEOUT,
         result_ttl=3600,
         failure_ttl=7 * 86400,
@@ -71,14 +78,8 @@ def enqueue(svc: Services, func, *args, queue: str = "strava", at=None, job_id=N
         job = q.enqueue(func, *args, **kwargs, **options)
     else:
         job = q.enqueue_at(at, func, *args, **kwargs, **options)
-    svc.jobs_queued(_app_for_inline())
+    inline.jobs_queued(svc)
     return job
-
-
-def _app_for_inline():
-    from flask import current_app, has_app_context
-
-    return current_app._get_current_object() if has_app_context() else None
 
 
 def _flag(activity_id: int) -> str:
@@ -97,7 +98,8 @@ def queue_activity_sync(svc: Services, owner_id: int, activity_id: int, at=None,
     job_id = f"sync-activity-{activity_id}-{uuid.uuid4().hex[:12]}"
     if not _claim(svc, activity_id, job_id):
         return False
-    enqueue(svc, sync_activity, owner_id, activity_id, at=at, job_id=job_id, **kw)
+    meta = {"events": ["activity", activity_id]}
+    enqueue(svc, sync_activity, owner_id, activity_id, at=at, job_id=job_id, meta=meta, **kw)
     return True
 
 
@@ -108,7 +110,7 @@ def _in(seconds: float) -> datetime:
 def queue_event(svc: Services, event_id: int, fields: dict) -> None:
     """Queue the work for a stored event and mark it queued; raises redis errors to the caller."""
     if fields["object_type"] == "athlete":
-        enqueue(svc, revoke_athlete, fields["owner_id"])
+        _queue_revocation_check(svc, fields["owner_id"])
     else:
         queue_activity_sync(svc, fields["owner_id"], fields["object_id"])
     with svc.engine.begin() as conn:
@@ -125,6 +127,15 @@ def requeue_pending(svc: Services, older_than: float = 30, limit: int = 500) -> 
     return len(rows)
 
 
+def _queue_revocation_check(svc: Services, athlete_id: int, at=None) -> None:
+    enqueue(svc, revoke_athlete, athlete_id, at=at, meta={"events": ["athlete", athlete_id]})
+
+
+def _queue_rider_job(svc: Services, func, rider_id: int, run_id: int, *args, at=None) -> None:
+    meta = {"run_id": run_id, "rider_id": rider_id}
+    enqueue(svc, func, rider_id, run_id, *args, queue="reconcile", at=at, meta=meta)
+
+
 def _reschedule_at(when: float) -> datetime:
     # Jitter spreads the jobs that all waited for the same window reset.
     return datetime.fromtimestamp(when + random.uniform(1, 30), UTC)
@@ -135,7 +146,7 @@ def _reschedule_at(when: float) -> datetime:
 
 def sync_activity(owner_id: int, activity_id: int, not_found_retry: int = 0) -> str:
     """Fetch one activity from Strava and bring our copy in line with it."""
-    svc = current_services()
+    svc = services.current()
     job = get_current_job()
     lock = svc.redis.lock(f"strava-sync:activity-lock:{activity_id}", timeout=FETCH_LOCK_TTL)
     if not lock.acquire(blocking=False):
@@ -176,12 +187,14 @@ def _sync_activity(svc: Services, owner_id: int, activity_id: int, not_found_ret
         return "failed: Strava refused the rider's token"
     values = parse_activity(data)
     with svc.engine.begin() as conn:
-        if values["athlete_id"] != owner_id:
+        outcome = "foreign"
+        if values["athlete_id"] == owner_id:
+            outcome = models.upsert_activity(conn, rider_id, values)
+        if outcome == "foreign":
             models.set_event_status(
                 conn, event_ids, "failed", "activity belongs to another athlete"
             )
             return "failed: activity belongs to another athlete"
-        outcome = models.upsert_activity(conn, rider_id, values)
         if outcome != "unchanged":
             models.update_eddington(conn, rider_id, svc.config["EDDINGTON_SPORT_TYPES"])
         models.update_connection(conn, rider_id, last_sync=models.now())
@@ -193,7 +206,7 @@ def _not_found(svc, rider_id, owner_id, activity_id, events, not_found_retry) ->
     """Strava says 404: deleted, hidden from our scope, or (right after a create) not ready yet."""
     event_ids = [e.id for e in events]
     with svc.engine.begin() as conn:
-        held = models.delete_activity(conn, activity_id) is not None
+        held = models.delete_activity(conn, activity_id, owner_id) is not None
         just_created = bool(events) and events[-1].aspect_type == "create" and not held
         if held:
             models.update_eddington(conn, rider_id, svc.config["EDDINGTON_SPORT_TYPES"])
@@ -217,7 +230,7 @@ def _not_found(svc, rider_id, owner_id, activity_id, events, not_found_retry) ->
 
 def revoke_athlete(athlete_id: int) -> str:
     """Confirm an athlete's revocation with Strava, then remove their Strava data."""
-    svc = current_services()
+    svc = services.current()
     with svc.engine.connect() as conn:
         connection = models.get_connection_by_athlete(conn, athlete_id)
         events = models.open_events(conn, "athlete", athlete_id)
@@ -236,7 +249,7 @@ def revoke_athlete(athlete_id: int) -> str:
         log.info("rider %s revoked access; their Strava data is deleted", connection.rider_id)
         return "revoked"
     except NoPermit as exc:
-        enqueue(svc, revoke_athlete, athlete_id, at=_reschedule_at(exc.retry_at))
+        _queue_revocation_check(svc, athlete_id, at=_reschedule_at(exc.retry_at))
         return "waiting for rate budget"
     _finish(svc, event_ids, "ignored", "Strava still accepts the rider's token: not revoked")
     return "not revoked"
@@ -249,7 +262,7 @@ def _finish(svc: Services, event_ids, status: str, reason: str | None = None) ->
 
 def mark_failed(job: Job, connection: redis.Redis, exc_type, exc_value, traceback) -> None:
     """RQ failure callback: once no retries are left, record why on the job's events."""
-    svc = current_services()
+    svc = services.current()
     if isinstance(exc_value, ApplicationInactive):
         # Nothing works until the application's owner renews: make it plain to the operator.
         log.error("%s", exc_value)
@@ -259,14 +272,12 @@ def mark_failed(job: Job, connection: redis.Redis, exc_type, exc_value, tracebac
         return  # RQ will try again
     # StravaError messages name no token; other exceptions are reduced to their type.
     reason = str(exc_value)[:500] if isinstance(exc_value, StravaError) else exc_type.__name__
-    if job.func_name in ("jobs.reconcile_rider", "jobs.backfill_rider"):
-        _rider_done(svc, job.args[1], error=f"rider {job.args[0]}: {reason}")
+    if "run_id" in job.meta:
+        _rider_done(svc, job.meta["run_id"], error=f"rider {job.meta['rider_id']}: {reason}")
         return
-    kinds = {"jobs.sync_activity": "activity", "jobs.revoke_athlete": "athlete"}
-    object_type = kinds.get(job.func_name)
-    if object_type is None:
+    if "events" not in job.meta:
         return
-    object_id = job.args[1] if object_type == "activity" else job.args[0]
+    object_type, object_id = job.meta["events"]
     with svc.engine.begin() as conn:
         events = models.open_events(conn, object_type, object_id)
         models.set_event_status(conn, [e.id for e in events], "failed", reason)
@@ -296,7 +307,7 @@ def queue_sweep(
         models.finish_run_if_complete(conn, run_id)
     for rider, start in zip(planned, reconcile.sweep_start_times(svc, len(planned)), strict=True):
         at = None if start is None else _reschedule_at(start)
-        enqueue(svc, reconcile_rider, rider, run_id, dry_run, queue="reconcile", at=at)
+        _queue_rider_job(svc, reconcile_rider, rider, run_id, dry_run, at=at)
     return {
         "run_id": run_id,
         "planned": len(planned),
@@ -308,23 +319,22 @@ def queue_sweep(
 
 def reconcile_rider(rider_id: int, run_id: int, dry_run: bool = False) -> dict:
     """Compare one rider's recent activities with Strava's and repair the difference."""
-    svc = current_services()
+    svc = services.current()
     try:
         repair = reconcile.repair_rider(svc, rider_id, dry_run=dry_run)
     except NoPermit as exc:
         with svc.engine.begin() as conn:
             models.add_to_run(conn, run_id, riders_rescheduled=1)
-        enqueue(
-            svc, reconcile_rider, rider_id, run_id, dry_run,
-            queue="reconcile", at=_reschedule_at(exc.retry_at),
-        )  # fmt: skip
+        _queue_rider_job(
+            svc, reconcile_rider, rider_id, run_id, dry_run, at=_reschedule_at(exc.retry_at)
+        )
         return {"waiting_until": exc.retry_at}
     except Unauthorized as exc:
         # A refused token is how a missed revocation shows: let the revocation check decide.
         with svc.engine.connect() as conn:
             connection = models.get_connection(conn, rider_id)
         if connection is not None:
-            enqueue(svc, revoke_athlete, connection.athlete_id)
+            _queue_revocation_check(svc, connection.athlete_id)
         _rider_done(svc, run_id, error=f"rider {rider_id}: {exc}")
         return {"error": "token refused"}
     _rider_done(svc, run_id, **repair.counts())
@@ -345,13 +355,13 @@ def queue_backfill(svc: Services, rider_id: int, days: int | None = None) -> int
         models.update_connection(conn, rider_id, backfill_before=None)
         run_id = models.create_run(conn, "backfill", "connect" if days is None else "command")
         models.update_run(conn, run_id, riders_planned=1)
-    enqueue(svc, backfill_rider, rider_id, run_id, days, queue="reconcile")
+    _queue_rider_job(svc, backfill_rider, rider_id, run_id, days)
     return run_id
 
 
 def backfill_rider(rider_id: int, run_id: int, days: int | None = None) -> str:
     """Read a rider's history page by page on the bulk lane, resuming after budget waits."""
-    svc = current_services()
+    svc = services.current()
     floor = int(svc.clock()) - days * 86400 if days else None
     finished = False
     while not finished:
@@ -361,7 +371,7 @@ def backfill_rider(rider_id: int, run_id: int, days: int | None = None) -> str:
             with svc.engine.begin() as conn:
                 models.add_to_run(conn, run_id, riders_rescheduled=1)
             at = _reschedule_at(exc.retry_at)
-            enqueue(svc, backfill_rider, rider_id, run_id, days, queue="reconcile", at=at)
+            _queue_rider_job(svc, backfill_rider, rider_id, run_id, days, at=at)
             return f"waiting for rate budget until {at.isoformat()}"
         with svc.engine.begin() as conn:
             models.add_to_run(conn, run_id, **repair.counts())

@@ -13,7 +13,7 @@ from flask import Blueprint, redirect, request, session, url_for
 
 import jobs
 import models
-from services import current_services
+from extension import current_services
 from strava_client import StravaError
 
 log = logging.getLogger(__name__)

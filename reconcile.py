@@ -1,44 +1,99 @@
 """The nightly sweep and the backfill: compare what we hold with what Strava lists, fix the gap.
 
 Events are hints and some never arrive, so once a night each rider's recent activities are listed
-from Strava (summaries only: one request per 200 activities) and compared with our rows: missing or
-changed ones are upserted, ones Strava no longer lists are deleted. Running it twice changes nothing
-the second time. Planning takes riders least recently reconciled first, as many as the day's bulk
-budget allows; the rest wait for the next night.
+from Strava (summaries only: one request per 200 activities) and compared with our rows. The
+comparison is a pure function, `diff(ours, theirs) -> Changes`; a repair applies the changes and a
+dry run simply does not. Running it twice changes nothing the second time. Planning takes riders
+least recently reconciled first, as many as the day's bulk budget allows; the rest wait.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import models
-from ratebudget import window_bounds
-from services import Services, access_token
+from ratebudget import WINDOW, window_bounds
+from services import Services
 from strava_client import parse_activity
+from tokens import access_token
 
 PER_PAGE = 200  # Strava's maximum page size
-WINDOW = 15 * 60  # Strava's short rate-limit window, in seconds
 COST_PER_RIDER = 1  # list requests a nightly check of one rider usually takes
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What must change for our rows to equal Strava's."""
+
+    created: tuple[dict, ...] = ()
+    updated: tuple[dict, ...] = ()
+    deleted: tuple[int, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.created or self.updated or self.deleted)
+
+    def ids(self) -> list[int]:
+        """Every activity id this change touches."""
+        return [v["id"] for v in self.created + self.updated] + list(self.deleted)
+
+
+def diff(
+    ours: Mapping[int, Mapping],
+    theirs: Mapping[int, dict],
+    *,
+    athlete_id: int,
+    listed_at: datetime | None = None,
+    deletes: bool = True,
+) -> Changes:
+    """The changes that make `ours` (id -> row) equal `theirs` (id -> parsed activity).
+
+    Rows held for another athlete are never touched, and neither is a row fetched after the
+    listing was requested (`listed_at`): an event's fetch saw a newer Strava than this list did.
+    """
+
+    def touchable(row) -> bool:
+        newer = listed_at is not None and row["fetched_at"] > listed_at
+        return row["athlete_id"] == athlete_id and not newer
+
+    created, updated = [], []
+    for activity_id, values in theirs.items():
+        row = ours.get(activity_id)
+        if row is None:
+            created.append(values)
+        elif touchable(row) and not models.same_activity(row, values):
+            updated.append(values)
+    deleted = (
+        [i for i, row in ours.items() if i not in theirs and touchable(row)] if deletes else []
+    )
+    return Changes(tuple(created), tuple(updated), tuple(deleted))
+
+
+def apply(svc: Services, conn, connection, changes: Changes) -> None:
+    """Write the changes and, when there were any, recompute the rider's Eddington numbers."""
+    for values in changes.created + changes.updated:
+        models.upsert_activity(conn, connection.rider_id, values)
+    for activity_id in changes.deleted:
+        models.delete_activity(conn, activity_id, connection.athlete_id)
+    if changes:
+        models.update_eddington(conn, connection.rider_id, svc.config["EDDINGTON_SPORT_TYPES"])
 
 
 @dataclass
 class Repair:
     """What one rider's comparison found (and, unless a dry run, applied)."""
 
-    created: int = 0
-    updated: int = 0
-    deleted: int = 0
+    changes: Changes = field(default_factory=Changes)
     unannounced: int = 0
     requests: int = 0
-    changed: dict = field(default_factory=dict)  # activity id -> when we last saw it
 
     def counts(self) -> dict:
         """The sync_run counters this repair adds to."""
         return {
-            "activities_created": self.created,
-            "activities_updated": self.updated,
-            "activities_deleted": self.deleted,
+            "activities_created": len(self.changes.created),
+            "activities_updated": len(self.changes.updated),
+            "activities_deleted": len(self.changes.deleted),
             "activities_unannounced": self.unannounced,
             "requests_used": self.requests,
         }
@@ -101,37 +156,35 @@ def _list_all(svc: Services, token: str, scope: str, repair: Repair, **window) -
         page += 1
 
 
+def _owned(listed: list[dict], athlete_id: int) -> dict[int, dict]:
+    """Strava's summaries parsed, keeping only the athlete's own."""
+    return {v["id"]: v for v in map(parse_activity, listed) if v["athlete_id"] == athlete_id}
+
+
 def repair_rider(svc: Services, rider_id: int, *, dry_run: bool = False) -> Repair:
     """Make the rider's activities in the lookback window equal Strava's; raises NoPermit."""
     with svc.engine.connect() as conn:
         connection = models.get_connection(conn, rider_id)
     now = datetime.fromtimestamp(svc.clock(), UTC)
-    days = svc.config["RECONCILE_LOOKBACK_DAYS"]
-    after = lookback_start(now, connection.last_reconciled_at, days)
+    after = lookback_start(
+        now, connection.last_reconciled_at, svc.config["RECONCILE_LOOKBACK_DAYS"]
+    )
     token = access_token(svc, rider_id)
     repair = Repair()
+    listed_at = models.now()  # fetched_at uses the same clock: a later fetch is newer than this
     listed = _list_all(svc, token, connection.scope, repair, after=int(after.timestamp()))
-    theirs = {
-        v["id"]: v for v in map(parse_activity, listed) if v["athlete_id"] == connection.athlete_id
-    }
+    theirs = _owned(listed, connection.athlete_id)
     with svc.engine.begin() as conn:
-        ours = models.fetched_between(conn, rider_id, after, now + timedelta(days=1))
-        for values in theirs.values():
-            outcome = models.upsert_activity(conn, rider_id, values, write=not dry_run)
-            if outcome != "unchanged":
-                setattr(repair, outcome, getattr(repair, outcome) + 1)
-                repair.changed[values["id"]] = ours.get(values["id"], after)
-        for activity_id in ours.keys() - theirs.keys():
-            if not dry_run:
-                models.delete_activity(conn, activity_id)
-            repair.deleted += 1
-            repair.changed[activity_id] = ours[activity_id]
+        ours = models.activities_for_repair(
+            conn, rider_id, after, now + timedelta(days=1), theirs.keys()
+        )
+        repair.changes = diff(ours, theirs, athlete_id=connection.athlete_id, listed_at=listed_at)
         # A change counts as announced when an event for it arrived after we last saw it.
-        repair.unannounced = len(models.unannounced(conn, repair.changed))
+        last_seen = {i: ours[i]["fetched_at"] if i in ours else after for i in repair.changes.ids()}
+        repair.unannounced = len(models.unannounced(conn, last_seen))
         if dry_run:
             return repair
-        if repair.changed:
-            models.update_eddington(conn, rider_id, svc.config["EDDINGTON_SPORT_TYPES"])
+        apply(svc, conn, connection, repair.changes)
         # The same clock as the window's end, so the next lookback starts where this one ended.
         models.update_connection(conn, rider_id, last_reconciled_at=now, last_sync=now)
     return repair
@@ -141,7 +194,7 @@ def backfill_page(svc: Services, rider_id: int, floor: int | None) -> tuple[bool
     """Read one page of older history into our table; returns (finished, what changed).
 
     The cursor (`backfill_before`) is saved after every page, so a backfill that runs out of
-    budget resumes where it stopped.
+    budget resumes where it stopped. Nothing is deleted: a backfill only adds and refreshes.
     """
     with svc.engine.connect() as conn:
         connection = models.get_connection(conn, rider_id)
@@ -149,22 +202,21 @@ def backfill_page(svc: Services, rider_id: int, floor: int | None) -> tuple[bool
         return True, Repair()  # finished earlier: a re-run of the job changes nothing
     before = connection.backfill_before or int(svc.clock()) + 1
     token = access_token(svc, rider_id)
-    repair = Repair(requests=1)
+    listed_at = models.now()
     # No `after`: with it Strava lists oldest first, and the cursor walks newest to oldest.
     batch = svc.client.list_activities(token, before=before, per_page=PER_PAGE)
-    values = [v for v in map(parse_activity, batch) if v["athlete_id"] == connection.athlete_id]
+    theirs = _owned(batch, connection.athlete_id)
+    starts = {i: int(v["start_date"].timestamp()) for i, v in theirs.items()}
     if floor is not None:
-        values = [v for v in values if v["start_date"].timestamp() > floor]
+        theirs = {i: v for i, v in theirs.items() if starts[i] > floor}
+    oldest = min((starts[i] for i in theirs), default=None)
+    finished = oldest is None or len(theirs) < len(batch)
     with svc.engine.begin() as conn:
-        for v in values:
-            outcome = models.upsert_activity(conn, rider_id, v)
-            if outcome != "unchanged":
-                setattr(repair, outcome, getattr(repair, outcome) + 1)
-        oldest = min((int(v["start_date"].timestamp()) for v in values), default=None)
-        finished = oldest is None or len(batch) == 0 or len(values) < len(batch)
-        models.update_connection(
-            conn, rider_id, backfill_before=0 if finished else oldest, last_sync=models.now()
+        ours = models.activities_by_id(conn, theirs.keys())
+        changes = diff(
+            ours, theirs, athlete_id=connection.athlete_id, listed_at=listed_at, deletes=False
         )
-        if repair.created or repair.updated:
-            models.update_eddington(conn, rider_id, svc.config["EDDINGTON_SPORT_TYPES"])
-    return finished, repair
+        apply(svc, conn, connection, changes)
+        cursor = 0 if finished else oldest
+        models.update_connection(conn, rider_id, backfill_before=cursor, last_sync=models.now())
+    return finished, Repair(changes=changes, requests=1)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-import time
 from dataclasses import asdict, dataclass
 
 import redis
@@ -19,15 +18,15 @@ from sqlalchemy.exc import SQLAlchemyError
 
 import jobs
 import models
-from services import current_services
+from extension import current_services
 
 log = logging.getLogger(__name__)
 bp = Blueprint("webhook", __name__)
 
 MAX_BODY = 16 * 1024
 ACTIVITY_ASPECTS = ("create", "update", "delete")
-PENDING_CHECK_EVERY = 60.0  # seconds between looks for events stored while Redis was down
-_last_pending_check = 0.0
+PENDING_CHECK_EVERY = 60  # seconds between looks for events stored while Redis was down
+PENDING_CHECK_KEY = "strava-sync:pending-check"
 
 
 class BadEvent(ValueError):
@@ -153,11 +152,10 @@ def receive_event():
 
 def _queue(svc, event_id: int, fields: dict) -> None:
     """Queue the event's work; with Redis down the row stays pending and is queued later."""
-    global _last_pending_check
     try:
         jobs.queue_event(svc, event_id, fields)
-        if time.monotonic() - _last_pending_check > PENDING_CHECK_EVERY:
-            _last_pending_check = time.monotonic()
+        # One look a minute across all web processes; a few at a time: Strava waits for us.
+        if svc.redis.set(PENDING_CHECK_KEY, 1, nx=True, ex=PENDING_CHECK_EVERY):
             jobs.requeue_pending(svc, limit=50)  # a few at a time: Strava waits for this answer
     except (redis.RedisError, SQLAlchemyError) as exc:
         log.warning("event %s stored but not queued (%s); it will be queued later", event_id, exc)

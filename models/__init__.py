@@ -7,10 +7,12 @@ One module a concern: `schema` (tables, engine, tokens at rest), `riders`, `acti
 """
 
 from .activities import (
+    activities_by_id,
+    activities_for_repair,
     daily_distances,
     delete_activity,
-    fetched_between,
     rider_activities,
+    same_activity,
     update_eddington,
     upsert_activity,
 )
@@ -52,7 +54,6 @@ from .runs import (
 )
 from .schema import (
     ACTIVITY_FIELDS,
-    TokenCipher,
     UTCDateTime,
     init_db,
     kv,
@@ -68,8 +69,9 @@ from .schema import (
 
 __all__ = [
     "ACTIVITY_FIELDS",
-    "TokenCipher",
     "UTCDateTime",
+    "activities_by_id",
+    "activities_for_repair",
     "add_to_run",
     "count_attempt",
     "count_connected",
@@ -82,7 +84,6 @@ __all__ = [
     "event_counts_since",
     "event_identity",
     "fail_stale_events",
-    "fetched_between",
     "finish_run_if_complete",
     "get_connection",
     "get_connection_by_athlete",
@@ -102,6 +103,7 @@ __all__ = [
     "rider_activities",
     "riders",
     "riders_to_reconcile",
+    "same_activity",
     "save_connection",
     "set_event_status",
     "set_setting",

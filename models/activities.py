@@ -14,43 +14,63 @@ from .riders import update_connection
 from .schema import ACTIVITY_FIELDS, _insert, now, strava_activity
 
 
-def upsert_activity(conn: Connection, rider_id: int, values: dict, write: bool = True) -> str:
-    """Insert or update one activity; returns 'created', 'updated' or 'unchanged'.
+def same_activity(row, values: dict) -> bool:
+    """Whether a stored row already holds these values."""
+    return all(row[f] == values[f] for f in ACTIVITY_FIELDS)
 
-    With write=False nothing is written: the answer says what a write would do (dry runs).
+
+def upsert_activity(conn: Connection, rider_id: int, values: dict) -> str:
+    """Insert or update one activity; returns 'created', 'updated', 'unchanged' or 'foreign'.
+
+    Keyed by the owner as well as the id: an activity we hold for another athlete is never
+    overwritten ('foreign'), whatever a forged event or a confused caller asks.
     """
     table = strava_activity
     existing = conn.execute(sa.select(table).where(table.c.id == values["id"])).first()
     if existing is not None:
         row = existing._mapping
-        if all(row[f] == values[f] for f in ACTIVITY_FIELDS) and row["rider_id"] == rider_id:
+        if row["athlete_id"] != values["athlete_id"]:
+            return "foreign"
+        if same_activity(row, values) and row["rider_id"] == rider_id:
             return "unchanged"
-    if not write:
-        return "created" if existing is None else "updated"
     full = dict(values, rider_id=rider_id, fetched_at=now())
     stmt = _insert(conn, table).values(**full)
     changed = {k: v for k, v in full.items() if k != "id"}
-    conn.execute(stmt.on_conflict_do_update(index_elements=["id"], set_=changed))
+    owner_matches = table.c.athlete_id == stmt.excluded.athlete_id
+    conn.execute(
+        stmt.on_conflict_do_update(index_elements=["id"], set_=changed, where=owner_matches)
+    )
     return "created" if existing is None else "updated"
 
 
-def delete_activity(conn: Connection, activity_id: int) -> int:
-    """Delete one activity; returns the owning rider id, or None when we did not hold it."""
+def delete_activity(conn: Connection, activity_id: int, athlete_id: int) -> int | None:
+    """Delete one athlete's activity; returns its rider id, or None when we held no such row."""
     table = strava_activity
-    rider_id = conn.execute(sa.select(table.c.rider_id).where(table.c.id == activity_id)).scalar()
+    mine = sa.and_(table.c.id == activity_id, table.c.athlete_id == athlete_id)
+    rider_id = conn.execute(sa.select(table.c.rider_id).where(mine)).scalar()
     if rider_id is not None:
-        conn.execute(table.delete().where(table.c.id == activity_id))
+        conn.execute(table.delete().where(mine))
     return rider_id
 
 
-def fetched_between(conn: Connection, rider_id: int, after: datetime, before: datetime):
-    """{id: fetched_at} of a rider's activities starting in (after, before)."""
+def activities_for_repair(
+    conn: Connection, rider_id: int, after: datetime, before: datetime, ids=()
+) -> dict:
+    """{id: row} of a rider's activities starting in (after, before), and of any held `ids`."""
     table = strava_activity
     # Strava's `after` is exclusive; so is ours, so both sides describe the same window.
-    query = sa.select(table.c.id, table.c.fetched_at).where(
+    in_window = sa.and_(
         table.c.rider_id == rider_id, table.c.start_date > after, table.c.start_date < before
     )
-    return dict(conn.execute(query).all())
+    query = sa.select(table).where(sa.or_(in_window, table.c.id.in_(list(ids))))
+    return {row.id: row._mapping for row in conn.execute(query)}
+
+
+def activities_by_id(conn: Connection, ids) -> dict:
+    """{id: row} of the activities we hold among `ids`."""
+    table = strava_activity
+    query = sa.select(table).where(table.c.id.in_(list(ids)))
+    return {row.id: row._mapping for row in conn.execute(query)}
 
 
 def rider_activities(conn: Connection, rider_id: int):

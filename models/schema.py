@@ -1,11 +1,10 @@
-"""The tables (SQLAlchemy Core), the engine, and OAuth tokens at rest."""
+"""The tables (SQLAlchemy Core) and the engine."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
-from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
@@ -169,33 +168,3 @@ def init_db(engine: Engine) -> None:
 
 def _insert(conn: Connection, table: sa.Table):
     return (postgresql if conn.dialect.name == "postgresql" else sqlite).insert(table)
-
-
-class TokenCipher:
-    """Encrypts OAuth tokens with MultiFernet when keys are configured (newest key first)."""
-
-    PREFIX = "fernet:"
-
-    def __init__(self, keys: str | None):
-        self._fernet = (
-            MultiFernet([Fernet(k.strip()) for k in keys.split(",") if k.strip()]) if keys else None
-        )
-
-    def encrypt(self, token: str | None) -> str | None:
-        """Encrypt a token for storage (stored as is when no key is configured)."""
-        if token is None or self._fernet is None:
-            return token
-        return self.PREFIX + self._fernet.encrypt(token.encode()).decode()
-
-    def decrypt(self, stored: str | None) -> str | None:
-        """Decrypt a stored token; plaintext stored before a key was configured is read as is."""
-        if stored is None or not stored.startswith(self.PREFIX):
-            return stored
-        if self._fernet is None:
-            raise RuntimeError("a token is encrypted but TOKEN_ENCRYPTION_KEY is not set")
-        try:
-            return self._fernet.decrypt(stored[len(self.PREFIX) :].encode()).decode()
-        except InvalidToken:
-            raise RuntimeError(
-                "a token cannot be decrypted with any TOKEN_ENCRYPTION_KEY"
-            ) from None

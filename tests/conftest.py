@@ -11,13 +11,13 @@ import os
 import threading
 
 import pytest
-import redis
 from rq import Queue, SimpleWorker
 from rq.job import Job
 from rq.registry import ScheduledJobRegistry
 from werkzeug.serving import make_server
 
 import models
+import services
 from app import create_app
 from services import QUEUES
 from strava_sim import StravaSim
@@ -45,9 +45,7 @@ def clean_environment(monkeypatch):
         monkeypatch.delenv(name, raising=False)
     yield
     while _apps:
-        svc = _apps.pop().extensions["strava_sync"]
-        svc.engine.dispose()
-        svc.redis.close()
+        _apps.pop().extensions["strava_sync"].close()
 
 
 @pytest.fixture
@@ -126,7 +124,7 @@ def run_jobs(app, *, due_too: bool = False) -> int:
     ran = 0
     if due_too:
         promote_scheduled(app)
-    with app.app_context():
+    with services.bind(svc):
         while True:
             worker = SimpleWorker([svc.queue(n) for n in QUEUES], connection=svc.redis)
             if not worker.work(burst=True, logging_level="WARNING"):
@@ -214,4 +212,4 @@ def event(sim_or_owner, object_id, aspect="create", object_type="activity", upda
 
 def stop_redis_client(svc):
     """Point the app at a Redis that refuses connections (simulates Redis being down)."""
-    svc.redis = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5)
+    svc.redis = services.connect_redis("redis://127.0.0.1:1")

@@ -33,6 +33,7 @@ from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegis
 
 import config
 import models
+import tokens
 from services import QUEUES
 from strava_client import parse_activity
 from strava_sim import StravaSim
@@ -180,7 +181,7 @@ class Stack:
         self.cron_secret = "e2e-cron-secret"
         self.verify_token = "e2e-verify-token"
         self.key = Fernet.generate_key().decode()
-        self.cipher = models.TokenCipher(self.key)
+        self.cipher = tokens.TokenCipher(self.key)
         self.engine = models.make_engine(config.database_url(database_url, ""))
         self.redis = redis.Redis.from_url(redis_url)
         self.http = requests.Session()

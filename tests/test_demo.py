@@ -89,7 +89,7 @@ def test_check_consistency_finds_a_deleted_row(app, svc, sim):
     rider, ids = _world(app, sim)
     _hold_truth(svc, sim, rider.rider_id, rider.athlete_id)
     with svc.engine.begin() as conn:
-        models.delete_activity(conn, ids[0])
+        models.delete_activity(conn, ids[0], rider.athlete_id)
     differences = demo.check_consistency(svc, sim, [rider])
     assert f"Ada Lovelace: activity {ids[0]} is missing from our database" in differences
 
@@ -119,8 +119,8 @@ def test_run_demo_fails_and_names_the_difference_when_our_database_differs(monke
 
     def check_after_losing_a_row(svc, sim, riders):
         with svc.engine.begin() as conn:
-            lost = models.rider_activities(conn, riders[0].rider_id)[0].id
-            models.delete_activity(conn, lost)
+            lost = models.rider_activities(conn, riders[0].rider_id)[0]
+            models.delete_activity(conn, lost.id, lost.athlete_id)
         return real_check(svc, sim, riders)
 
     monkeypatch.setattr(demo, "check_consistency", check_after_losing_a_row)

@@ -8,7 +8,9 @@ from rq import SimpleWorker
 
 import jobs
 import models
-from services import QUEUES, access_token
+import services
+from services import QUEUES
+from tokens import access_token
 
 DETAIL = "GET /activities/{id}"
 
@@ -302,7 +304,7 @@ def test_jobs_take_ids_never_tokens(app, client, svc, sim):
 def test_a_job_run_twice_leaves_one_row(app, client, svc, sim):
     rider, athlete = connect_rider(app, sim)
     activity = sim.create_activity(athlete)
-    with app.app_context():
+    with services.bind(svc):
         jobs.sync_activity(athlete, activity)
         jobs.sync_activity(athlete, activity)
     with svc.engine.connect() as conn:
@@ -353,7 +355,7 @@ def test_worker_runs_all_queued_work(app, client, svc, sim):
     _, athlete = connect_rider(app, sim)
     for _ in range(5):
         post(client, event(athlete, sim.create_activity(athlete)))
-    with app.app_context():
+    with services.bind(svc):
         worker = SimpleWorker([svc.queue(n) for n in QUEUES], connection=svc.redis)
         worker.work(burst=True)
     assert statuses(svc) == ["done"] * 5

@@ -242,7 +242,7 @@ def test_redis_down_keeps_the_event_pending_then_queues_it(app, client, svc, sim
     with svc.engine.begin() as conn:
         table = models.webhook_event
         conn.execute(table.update().values(received_at=models.now() - timedelta(minutes=1)))
-    monkeypatch.setattr(webhook, "_last_pending_check", 0.0)
+    svc.redis.delete(webhook.PENDING_CHECK_KEY)
     response = client.post("/api/strava/webhook", json=event(athlete, 43))
     assert response.get_json() == {"status": "queued"}
     assert [r.status for r in events_in(svc)] == ["queued", "queued"]
