@@ -53,7 +53,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         app.register_blueprint(blueprint)
     app.register_error_handler(HTTPException, _json_error)
     app.add_url_rule("/healthz", view_func=healthz)
-    cli.init_app(app)
+    cli.init_app(app, create_app)
     for name in ("werkzeug", "gunicorn.access"):
         logger = logging.getLogger(name)
         if not any(isinstance(f, RedactSecrets) for f in logger.filters):

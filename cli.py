@@ -16,6 +16,7 @@ import requests
 from flask import Flask
 from flask.cli import AppGroup, with_appcontext
 
+import demo
 import jobs
 import models
 from extension import current_services
@@ -248,23 +249,8 @@ def status_command(as_json):
         click.echo(line)
 
 
-@click.command("demo")
-@click.option("--riders", default=8, type=click.IntRange(1, 500), help="Riders to connect.")
-@click.option("--days", default=1, type=click.IntRange(1, 30), help="Days of riding to simulate.")
-@click.option("--seed", default=1, help="Seed for the simulated world (same seed, same day).")
-@click.option(
-    "--drop-rate", default=0.1, type=click.FloatRange(0, 1), help="Share of events Strava drops."
-)
-def demo_command(riders, days, seed, drop_rate):
-    """Run the whole system against the Strava simulator and check it ends consistent."""
-    import demo  # FIXME(lead): cycle app -> cli -> demo -> app, resolved after the demo split
-
-    ok = demo.run_demo(riders=riders, days=days, seed=seed, drop_rate=drop_rate)
-    sys.exit(0 if ok else 1)
-
-
-def init_app(app: Flask) -> None:
-    """Register the commands on the app."""
+def init_app(app: Flask, factory) -> None:
+    """Register the commands on the app; `factory` builds the demo's own app."""
     app.cli.add_command(init_db_command)
     app.cli.add_command(strava)
-    app.cli.add_command(demo_command)
+    app.cli.add_command(demo.command(factory))

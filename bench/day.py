@@ -47,17 +47,17 @@ import config
 import jobs
 import models
 from app import create_app
-from demo import (
+from services import QUEUES
+from strava_sim import Faults, StravaSim
+from strava_sim.scenario import (
     NEW_TITLES,
     NEW_TYPES,
     DemoRider,
     make_cast,
     record_activity,
-    serve_in_thread,
     visible_truth,
 )
-from services import QUEUES
-from strava_sim import Faults, StravaSim
+from strava_sim.serve import serve_in_thread
 
 HOUR, DAY, MINUTE, WINDOW = 3600, 86400, 60, 900
 SWEEP_AT = DAY + 3 * HOUR + 17 * MINUTE  # 03:17 UTC next day, as in .github/workflows/reconcile.yml

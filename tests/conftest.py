@@ -8,19 +8,18 @@ are dropped and recreated for each test).
 from __future__ import annotations
 
 import os
-import threading
 
 import pytest
 from rq import Queue, SimpleWorker
 from rq.job import Job
 from rq.registry import ScheduledJobRegistry
-from werkzeug.serving import make_server
 
 import models
 import services
 from app import create_app
 from services import QUEUES
 from strava_sim import StravaSim
+from strava_sim.serve import LoopbackServer as LiveServer
 
 REAL_REDIS = os.environ.get("TEST_REDIS_URL")
 REAL_DATABASE = os.environ.get("TEST_DATABASE_URL")
@@ -155,21 +154,6 @@ def scheduled_jobs(app) -> list[Job]:
         registry = ScheduledJobRegistry(queue=Queue(name, connection=svc.redis))
         jobs += [Job.fetch(i, connection=svc.redis) for i in registry.get_job_ids()]
     return jobs
-
-
-class LiveServer:
-    """A WSGI app served on loopback in a thread (for calls Strava makes to us)."""
-
-    def __init__(self, app):
-        self.server = make_server("127.0.0.1", 0, app, threaded=True)
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join()
 
 
 @pytest.fixture

@@ -10,12 +10,13 @@ from conftest import REAL_REDIS, connect_rider, make_app
 
 import demo
 import models
+from app import create_app
 from strava_client import parse_activity
 
 
 def test_run_demo_ends_consistent_and_reports_the_figures(capsys, monkeypatch, tmp_path):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    assert demo.run_demo(riders=3, days=1, seed=11, drop_rate=0.3) is True
+    assert demo.run_demo(create_app, riders=3, days=1, seed=11, drop_rate=0.3) is True
     assert list(tmp_path.iterdir()) == []  # the temporary database is gone
     names = {thread.name for thread in threading.enumerate()}
     assert not names & {"demo-worker", "strava-sync-demo", "strava-sim"}
@@ -53,7 +54,7 @@ def test_run_demo_on_real_redis_leaves_no_scheduled_jobs(monkeypatch, capsys):
     connection = redis.Redis.from_url(REAL_REDIS)
     connection.flushdb()
     monkeypatch.setenv("REDIS_URL", REAL_REDIS)
-    assert demo.run_demo(riders=2, days=2, seed=5, drop_rate=0.3) is True
+    assert demo.run_demo(create_app, riders=2, days=2, seed=5, drop_rate=0.3) is True
     assert "Redis at REDIS_URL" in capsys.readouterr().err
     assert not any(connection.zcard(f"rq:scheduled:{name}") for name in ("strava", "reconcile"))
     assert not list(connection.scan_iter("strava-sync-demo:*"))
@@ -124,7 +125,7 @@ def test_run_demo_fails_and_names_the_difference_when_our_database_differs(monke
         return real_check(svc, sim, riders)
 
     monkeypatch.setattr(demo, "check_consistency", check_after_losing_a_row)
-    assert demo.run_demo(riders=2, days=1, seed=4, drop_rate=0.0) is False
+    assert demo.run_demo(create_app, riders=2, days=1, seed=4, drop_rate=0.0) is False
     out = capsys.readouterr().out
     assert "Consistency check: FAIL" in out
     assert "is missing from our database" in out

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import threading
 from datetime import UTC, datetime
 from urllib.parse import parse_qs, urlsplit
 
 import flask
 import pytest
 import requests
-from werkzeug.serving import make_server
 
 from strava_sim import Faults, SimClock, StravaSim
+from strava_sim.serve import LoopbackServer
 
 # Frozen a minute into a 15-minute window, so no test straddles a rate-limit reset by accident.
 START = 1_795_000_000 - 1_795_000_000 % 900 + 60
@@ -50,20 +49,17 @@ class Receiver:
         app = flask.Flask("receiver")
         app.add_url_rule("/hook", "validate", self._validate, methods=["GET"])
         app.add_url_rule("/hook", "receive", self._receive, methods=["POST"])
-        self._server = make_server("127.0.0.1", 0, app, threaded=True)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, args=(0.05,), daemon=True
-        )
-        self.url = f"http://127.0.0.1:{self._server.server_port}/hook"
+        self._app = app
+        self._server: LoopbackServer | None = None
+        self.url = ""
 
     def __enter__(self) -> Receiver:
-        self._thread.start()
+        self._server = LoopbackServer(self._app, name="receiver")
+        self.url = f"{self._server.url}/hook"
         return self
 
     def __exit__(self, *exc_info) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
+        self._server.close()
 
     def _validate(self):
         args = flask.request.args
