@@ -46,6 +46,7 @@ from rq.registry import ScheduledJobRegistry
 import config
 import jobs
 import models
+import services
 from app import create_app
 from services import QUEUES
 from strava_sim import Faults, StravaSim
@@ -283,7 +284,7 @@ def run_jobs(world: World, now: float) -> None:
         promote_due(svc, now)
         if not any(svc.queue(name).count for name in QUEUES):
             return
-        with world.app.app_context():
+        with services.bind(svc):
             world.worker.work(burst=True, logging_level="WARNING")
 
 
@@ -624,7 +625,7 @@ def skip_fsync(engine) -> None:
 
 
 @contextlib.contextmanager
-def services(args):
+def backing_services(args):
     """(database URL, Redis URL): real ones when given (wiped), else a temp SQLite file and None."""
     with contextlib.ExitStack() as stack:
         if args.redis_url:
@@ -642,7 +643,7 @@ def run(args) -> None:
     start = day_start()
     faults = Faults(drop_rate=args.drop_rate, duplicate_rate=args.duplicate_rate, shuffle=True)
     with (
-        services(args) as (database_url, redis_url),
+        backing_services(args) as (database_url, redis_url),
         StravaSim(seed=args.seed, faults=faults) as sim,
     ):
         sim.clock.advance(start - sim.clock.now())
