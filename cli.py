@@ -19,6 +19,7 @@ from flask.cli import AppGroup
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 
 import jobs
+import migrate
 import models
 from services import QUEUES, Services, current_services
 from strava_client import ApplicationInactive, BadRequest, StravaError, Unauthorized
@@ -36,9 +37,10 @@ def fail(message: str) -> None:
 
 @click.command("init-db")
 def init_db_command():
-    """Create the tables (safe to run again)."""
-    models.init_db(current_services().engine)
-    click.echo("Database ready.")
+    """Create the database at the newest schema, or upgrade it (safe to run again)."""
+    with migrate.plainly():
+        before = migrate.upgrade(current_services().engine)
+    click.echo(f"Database ready at revision {migrate.head()} (was {before or 'empty'}).")
 
 
 # -- subscription ---------------------------------------------------------------------------------
@@ -369,5 +371,6 @@ def demo_command(riders, days, seed, drop_rate):
 def init_app(app: Flask) -> None:
     """Register the commands on the app."""
     app.cli.add_command(init_db_command)
+    app.cli.add_command(migrate.db)
     app.cli.add_command(strava)
     app.cli.add_command(demo_command)
