@@ -15,7 +15,7 @@ import click
 import redis
 import requests
 from flask import Flask
-from flask.cli import AppGroup
+from flask.cli import AppGroup, with_appcontext
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 
 import jobs
@@ -36,6 +36,7 @@ def fail(message: str) -> None:
 
 
 @click.command("init-db")
+@with_appcontext
 def init_db_command():
     """Create the database at the newest schema, or upgrade it (safe to run again)."""
     with migrate.plainly():

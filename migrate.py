@@ -178,7 +178,7 @@ def upgrade_command(revision):
         click.echo(f"Database at revision {current(_engine())} (was {before or 'empty'}).")
 
 
-@db.command("downgrade")
+@db.command("downgrade", context_settings={"ignore_unknown_options": True})
 @click.argument("revision")
 def downgrade_command(revision):
     """Roll back to REVISION, e.g. -1 for one revision (columns it added are lost)."""
