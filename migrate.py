@@ -158,7 +158,7 @@ def plainly() -> Iterator[None]:
         log.debug("migration failed", exc_info=True)
         raise click.ClickException(
             f"the migration failed ({type(exc).__name__}): check DATABASE_URL and that the "
-            "database is up, and see the debug log"
+            "database is up"
         ) from None
 
 
@@ -181,7 +181,7 @@ def upgrade_command(revision):
 @db.command("downgrade", context_settings={"ignore_unknown_options": True})
 @click.argument("revision")
 def downgrade_command(revision):
-    """Roll back to REVISION, e.g. -1 for one revision (columns it added are lost)."""
+    """Roll back to REVISION (an id, or -1 for one step); columns it added are dropped."""
     with plainly():
         click.echo(f"Database at revision {downgrade(_engine(), revision)}.")
 
