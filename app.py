@@ -7,7 +7,7 @@ import os
 import re
 
 import redis
-from flask import Flask, jsonify
+from flask import Flask, current_app, jsonify
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
@@ -16,6 +16,7 @@ import cli
 import config
 import cron
 import extension
+import migrate
 import oauth
 import services
 import webhook
@@ -53,6 +54,8 @@ def create_app(test_config: dict | None = None) -> Flask:
         app.register_blueprint(blueprint)
     app.register_error_handler(HTTPException, _json_error)
     app.add_url_rule("/healthz", view_func=healthz)
+    if app.config.get("CHECK_SCHEMA", True):
+        app.before_request(require_schema_at_head)
     cli.init_app(app, create_app)
     for name in ("werkzeug", "gunicorn.access"):
         logger = logging.getLogger(name)
@@ -63,6 +66,21 @@ def create_app(test_config: dict | None = None) -> Flask:
 
 def _json_error(exc: HTTPException):
     return jsonify(error=exc.description or exc.name), exc.code
+
+
+def require_schema_at_head():
+    """Answer 503 with the fix until the database is at the revision this code needs."""
+    if current_app.extensions.get("schema_at_head"):
+        return None
+    try:
+        migrate.check_at_head(current_services().engine)
+    except migrate.SchemaOutOfDate as exc:
+        log.error("%s", exc)
+        return jsonify(error=str(exc)), 503
+    except SQLAlchemyError:
+        return None  # the database is down: /healthz and the request itself report that
+    current_app.extensions["schema_at_head"] = True  # checked once it passes, until a restart
+    return None
 
 
 def healthz():

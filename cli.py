@@ -14,8 +14,9 @@ import click
 import redis
 import requests
 from flask import Flask
-from flask.cli import AppGroup, with_appcontext
+from flask.cli import AppGroup
 
+import dbcli
 import demo
 import jobs
 import models
@@ -33,14 +34,6 @@ def fail(message: str) -> None:
     """Stop with a sentence on stderr and exit status 1."""
     click.echo(f"Error: {message}", err=True)
     sys.exit(1)
-
-
-@click.command("init-db")
-@with_appcontext
-def init_db_command():
-    """Create the tables (safe to run again)."""
-    models.init_db(current_services().engine)
-    click.echo("Database ready.")
 
 
 # -- subscription ---------------------------------------------------------------------------------
@@ -251,6 +244,7 @@ def status_command(as_json):
 
 def init_app(app: Flask, factory) -> None:
     """Register the commands on the app; `factory` builds the demo's own app."""
-    app.cli.add_command(init_db_command)
+    app.cli.add_command(dbcli.init_db_command)
+    app.cli.add_command(dbcli.db)
     app.cli.add_command(strava)
     app.cli.add_command(demo.command(factory))

@@ -55,6 +55,7 @@ from .runs import (
 from .schema import (
     ACTIVITY_FIELDS,
     UTCDateTime,
+    drop_all,
     init_db,
     kv,
     make_engine,
@@ -63,6 +64,7 @@ from .schema import (
     riders,
     strava_activity,
     strava_connection,
+    strava_invite,
     sync_run,
     webhook_event,
 )
@@ -81,6 +83,7 @@ __all__ = [
     "deauthorize",
     "deauthorized_riders",
     "delete_activity",
+    "drop_all",
     "event_counts_since",
     "event_identity",
     "fail_stale_events",
@@ -111,6 +114,7 @@ __all__ = [
     "store_tokens",
     "strava_activity",
     "strava_connection",
+    "strava_invite",
     "sync_run",
     "unannounced",
     "update_connection",

@@ -8,6 +8,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
+import migrate
+
 metadata = sa.MetaData()
 
 
@@ -58,6 +60,11 @@ strava_connection = sa.Table(
     sa.Column("deauthorized_at", UTCDateTime),
     # Backfill cursor: the next page reads activities before this epoch (NULL: from now).
     sa.Column("backfill_before", sa.BigInteger),
+    # A refused refresh without proof of revocation: syncing stops until the rider reconnects.
+    sa.Column("needs_reconnect_since", UTCDateTime),
+    sa.Column("leaderboard_hidden", sa.Boolean, nullable=False, server_default=sa.false()),
+    # When the rotating full-history check last compared this rider's history with Strava's.
+    sa.Column("history_verified_at", UTCDateTime),
 )
 
 
@@ -104,6 +111,8 @@ webhook_event = sa.Table(
     sa.Column("processed_at", UTCDateTime),
     # Strava sends no event id: a digest of every field is the event's identity.
     sa.Column("identity", sa.String(64), nullable=False, unique=True),
+    # The RQ job carrying the event: the recovery pass re-queues events whose job vanished.
+    sa.Column("job_id", sa.Text),
     sa.Index("ix_webhook_event_object", "object_type", "object_id", "status"),
     sa.Index("ix_webhook_event_status", "status", "received_at"),
 )
@@ -131,6 +140,8 @@ sync_run = sa.Table(
     # Changes the sweep found that no webhook event had announced: tells whether events arrive.
     sa.Column("activities_unannounced", sa.Integer, nullable=False, default=0),
     sa.Column("error", sa.Text),
+    # Runs that make no progress for too long are closed "abandoned".
+    sa.Column("progress_at", UTCDateTime),
 )
 
 
@@ -139,6 +150,18 @@ kv = sa.Table(
     metadata,
     sa.Column("key", sa.Text, primary_key=True),
     sa.Column("value", sa.Text, nullable=False),
+)
+
+
+# Single-use connect invites; the id is a random nonce.
+strava_invite = sa.Table(
+    "strava_invite",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("rider_id", BigId, sa.ForeignKey("riders.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("expires_at", UTCDateTime, nullable=False),
+    sa.Column("used_at", UTCDateTime),
 )
 
 
@@ -162,8 +185,15 @@ def make_engine(url: str) -> Engine:
 
 
 def init_db(engine: Engine) -> None:
-    """Create any missing tables; safe to run again."""
-    metadata.create_all(engine)
+    """Create the database at the newest schema, or upgrade it (Alembic); safe to run again."""
+    migrate.upgrade(engine)
+
+
+def drop_all(engine: Engine) -> None:
+    """Drop every table and the migration record (tests start each time from nothing)."""
+    metadata.drop_all(engine)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"DROP TABLE IF EXISTS {migrate.VERSION_TABLE}"))
 
 
 def _insert(conn: Connection, table: sa.Table):

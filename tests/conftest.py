@@ -57,7 +57,7 @@ def database_url(tmp_path):
 
     url = normalise(REAL_DATABASE, "")
     engine = models.make_engine(url)
-    models.metadata.drop_all(engine)
+    models.drop_all(engine)
     engine.dispose()
     yield url
 
@@ -69,8 +69,11 @@ def sim():
         yield simulator
 
 
-def make_app(database_url: str, sim: StravaSim | None = None, **overrides):
-    """An app wired to the simulator, with jobs run by the test (no inline thread)."""
+def make_app(database_url: str, sim: StravaSim | None = None, *, init_db=True, **overrides):
+    """An app wired to the simulator, with jobs run by the test (no inline thread).
+
+    With init_db the database is brought to the newest schema; without, it is left as it is.
+    """
     settings = {
         "TESTING": True,
         "SECRET_KEY": "test",
@@ -92,7 +95,8 @@ def make_app(database_url: str, sim: StravaSim | None = None, **overrides):
     svc = app.extensions["strava_sync"]
     if REAL_REDIS and settings["REDIS_URL"] == REAL_REDIS:
         svc.redis.flushdb()
-    models.init_db(svc.engine)
+    if init_db:
+        models.init_db(svc.engine)
     _apps.append(app)
     return app
 

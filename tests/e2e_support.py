@@ -211,7 +211,7 @@ class Stack:
     def start(self) -> Stack:
         """Clean Redis and the schema, start gunicorn and the workers, create the subscription."""
         self.redis.flushdb()
-        models.metadata.drop_all(self.engine)
+        models.drop_all(self.engine)
         models.init_db(self.engine)
         self.web = start_process(
             "gunicorn",

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+import models
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -28,6 +30,7 @@ def test_vercel_entry_exposes_the_app(monkeypatch, tmp_path):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     try:
+        models.init_db(module.app.extensions["strava_sync"].engine)  # a deploy runs init-db first
         assert module.app.test_client().get("/healthz").status_code == 200
     finally:
         module.app.extensions["strava_sync"].engine.dispose()

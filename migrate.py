@@ -1,0 +1,138 @@
+"""Schema migrations with Alembic, configured in code (no alembic.ini), and the `db` commands.
+
+`upgrade` brings any database to the newest revision: an empty one is built by the revisions, one
+the first landing's `create_all` made (tables but no `alembic_version`) is first stamped with the
+baseline. The web app and the workers call `check_at_head` before they touch the database.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import Connection, Engine
+
+log = logging.getLogger(__name__)
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+VERSION_TABLE = "alembic_version"
+BASELINE = "0001_baseline"
+FIRST_LANDING_TABLE = "riders"  # every database the first landing's create_all made has it
+STEPS_BACK = re.compile(r"-(\d+)")
+
+
+class MigrationError(Exception):
+    """The database's schema is not, or cannot be brought to, what this code needs."""
+
+
+class SchemaAhead(MigrationError):
+    """The database is at a revision this code does not know (newer code upgraded it)."""
+
+
+class SchemaOutOfDate(MigrationError):
+    """The database is not at the revision this code needs."""
+
+
+class BadRollback(MigrationError):
+    """A downgrade this code refuses to run."""
+
+
+def _config(connection: Connection | None = None) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    return config
+
+
+@functools.cache
+def _scripts() -> ScriptDirectory:
+    return ScriptDirectory.from_config(_config())
+
+
+def head() -> str:
+    """The revision this code needs."""
+    return _scripts().get_current_head()
+
+
+def history() -> list[str]:
+    """The revisions, oldest first, one line each: id and first line of its docstring."""
+    return [f"{s.revision}: {s.doc}" for s in reversed(list(_scripts().walk_revisions()))]
+
+
+def current(engine: Engine) -> str | None:
+    """The database's revision (None: empty, or made by the first landing's create_all)."""
+    with engine.connect() as conn:
+        return _current(conn)
+
+
+def _current(conn: Connection) -> str | None:
+    return MigrationContext.configure(conn).get_current_revision()
+
+
+def _is_first_landing(conn: Connection) -> bool:
+    inspector = sa.inspect(conn)
+    return not inspector.has_table(VERSION_TABLE) and inspector.has_table(FIRST_LANDING_TABLE)
+
+
+def _refuse_unknown(revision: str | None) -> None:
+    if revision is not None and revision not in {s.revision for s in _scripts().walk_revisions()}:
+        raise SchemaAhead(
+            f"the database is at revision {revision}, which this code does not know: "
+            "newer code upgraded it, so deploy that code (or restore a backup)"
+        )
+
+
+def upgrade(engine: Engine, revision: str = "head") -> str | None:
+    """Bring the database to `revision` (default the newest); returns the revision it was at."""
+    with engine.begin() as conn:
+        if _is_first_landing(conn):
+            command.stamp(_config(conn), BASELINE)
+        before = _current(conn)
+        _refuse_unknown(before)
+        command.upgrade(_config(conn), revision)
+    return before
+
+
+def downgrade(engine: Engine, revision: str) -> str:
+    """Roll back to `revision` (an id, or `-1` for one step); returns the revision now current."""
+    with engine.begin() as conn:
+        before = _current(conn)
+        _refuse_unknown(before)
+        target = _target(before, revision)
+        command.downgrade(_config(conn), target)
+    return target
+
+
+def _target(before: str | None, revision: str) -> str:
+    """The revision a downgrade ends at, refusing to leave the baseline (that drops every table)."""
+    scripts = _scripts()
+    steps = STEPS_BACK.fullmatch(revision)
+    target = before
+    if steps:
+        for _ in range(int(steps.group(1))):
+            target = scripts.get_revision(target).down_revision if target else None
+    elif revision not in {s.revision for s in scripts.walk_revisions()}:
+        raise BadRollback(f"there is no revision {revision}: see flask --app app db history")
+    else:
+        target = revision
+    if target is None:
+        raise BadRollback(
+            f"rolling back past {BASELINE} would drop every table: restore a backup instead"
+        )
+    return target
+
+
+def check_at_head(engine: Engine) -> None:
+    """Raise SchemaOutOfDate unless the database is at the revision this code needs."""
+    found, needed = current(engine), head()
+    if found != needed:
+        raise SchemaOutOfDate(
+            f"the database is at revision {found or 'none'}, this code needs {needed}: "
+            "run flask --app app init-db"
+        )
