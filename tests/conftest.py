@@ -8,8 +8,13 @@ are dropped and recreated for each test).
 from __future__ import annotations
 
 import os
+import tempfile
+from pathlib import Path
 
+import flask
 import pytest
+from hypothesis import settings
+from hypothesis.configuration import set_hypothesis_home_dir
 from rq import Queue, SimpleWorker
 from rq.job import Job
 from rq.registry import ScheduledJobRegistry
@@ -35,6 +40,20 @@ ENV_NAMES = (
 
 
 _apps: list = []
+
+# The suite writes nothing into the repository: no Hypothesis example database, and its cache of
+# constants found in our source goes to the system's temporary folder instead of .hypothesis/.
+settings.register_profile("suite", database=None)
+settings.load_profile("suite")
+set_hypothesis_home_dir(Path(tempfile.gettempdir()) / "strava-sync-hypothesis")
+
+
+@pytest.fixture(autouse=True)
+def instance_in_tmp(monkeypatch, tmp_path):
+    """An app built without DATABASE_URL keeps its default SQLite file under tmp_path."""
+    folder = str(tmp_path / "instance")
+    monkeypatch.setattr(flask.Flask, "auto_find_instance_path", lambda self: folder)
+    return folder
 
 
 @pytest.fixture(autouse=True)

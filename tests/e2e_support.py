@@ -42,6 +42,10 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent  # gunicorn, rq and flask of the interpreter running the tests
 WORKERS = 3
 STOP_TIMEOUT = 15  # seconds a process gets to shut down warmly before SIGKILL
+# Start-up waits on a condition, so a generous bound costs nothing on an idle machine; on a
+# loaded 2-core one, importing the app in five processes at once can take tens of seconds.
+STARTUP_TIMEOUT = 120
+PROBE_TIMEOUT = 5  # one /healthz request; a slow answer is retried, not fatal
 
 
 def free_port() -> int:
@@ -225,8 +229,12 @@ class Stack:
             self.workers.append(
                 start_process(f"worker-{i}", [*argv, *QUEUES], self.env, self.tmp_path)
             )
-        wait_until(self._healthy, timeout=30, what="gunicorn to answer /healthz")
-        wait_until(self._workers_registered, timeout=30, what=f"{WORKERS} rq workers to register")
+        wait_until(self._healthy, timeout=STARTUP_TIMEOUT, what="gunicorn to answer /healthz")
+        wait_until(
+            self._workers_registered,
+            timeout=STARTUP_TIMEOUT,
+            what=f"{WORKERS} rq workers to register",
+        )
         self.create_subscription()
         return self
 
@@ -249,14 +257,18 @@ class Stack:
 
     def _workers_registered(self) -> bool:
         self._check_running()
-        return Worker.count(connection=self.redis) == WORKERS
+        try:
+            return Worker.count(connection=self.redis) == WORKERS
+        except (redis.ConnectionError, redis.TimeoutError):  # a loaded Redis answers late
+            return False
 
     def _healthy(self) -> bool:
+        """Whether gunicorn answers /healthz; refused, slow or cut-off answers mean not yet."""
         self._check_running()
         try:
-            with self.http.get(self.url + "/healthz", timeout=2) as response:
+            with self.http.get(self.url + "/healthz", timeout=PROBE_TIMEOUT) as response:
                 return response.status_code == 200
-        except requests.ConnectionError:
+        except requests.RequestException:  # ConnectionError, Timeout, ChunkedEncodingError
             return False
 
     def create_subscription(self) -> None:
@@ -269,7 +281,7 @@ class Stack:
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
-            timeout=60,
+            timeout=STARTUP_TIMEOUT,
             check=False,
         )
         assert result.returncode == 0, result.stderr

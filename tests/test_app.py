@@ -1,6 +1,7 @@
 """The app factory, configuration and health check."""
 
 import logging
+import os
 
 import pytest
 from conftest import make_app, stop_redis_client
@@ -9,15 +10,15 @@ import config
 from models import make_engine
 
 
-def test_create_app_needs_no_settings_and_defaults_to_inline_sqlite(tmp_path, monkeypatch):
+def test_create_app_needs_no_settings_and_defaults_to_inline_sqlite(instance_in_tmp):
     from app import create_app
 
     app = create_app({"INLINE_WORKER": False})
     svc = app.extensions["strava_sync"]
     try:
         assert svc.inline
-        assert app.config["DATABASE_URL"].startswith("sqlite:///")
-        assert app.config["DATABASE_URL"].endswith("instance/strava_sync.sqlite")
+        assert app.config["DATABASE_URL"] == f"sqlite:///{instance_in_tmp}/strava_sync.sqlite"
+        assert os.path.isdir(instance_in_tmp)  # made for the default database, not in the repo
         assert app.config["STRAVA_API_URL"] == "https://www.strava.com/api/v3"
     finally:
         svc.engine.dispose()

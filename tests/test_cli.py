@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from clocks import mid_window_clock
 from conftest import LiveServer, connect_rider, event, make_app, run_jobs
 
 import models
@@ -163,7 +164,23 @@ def test_backfill_command_refuses_an_unknown_rider(runner):
     assert result.exit_code == 1 and "no Strava connection" in result.output
 
 
-def test_status_after_some_work_in_text_and_json(app, client, runner, sim, live):
+@pytest.fixture
+def frozen_app(database_url, sim):
+    """An app and the simulator on one clock frozen mid-window: no reset empties the window."""
+    sim.clock = mid_window_clock()
+    return make_app(database_url, sim, CLOCK=sim.clock.now)
+
+
+@pytest.fixture
+def frozen_live(frozen_app):
+    server = LiveServer(frozen_app)
+    yield server
+    server.close()
+
+
+def test_status_after_some_work_in_text_and_json(frozen_app, frozen_live, sim):
+    app, live = frozen_app, frozen_live
+    client, runner = app.test_client(), app.test_cli_runner()
     _, athlete = connect_rider(app, sim)
     runner.invoke(args=["strava", "subscription", "create", "--callback-url", callback(live)])
     ours = sim.subscription["id"]

@@ -150,6 +150,15 @@ def test_burst_across_50_riders_converges(start_stack):
 # -- 2. a low read limit shared by three workers --------------------------------------------------
 
 
+FILL_TIMEOUT = 100  # seconds the low-limit test allows three workers to spend one window
+
+
+def window_with_room() -> float | None:
+    """The end of this rate window if more than the fill timeout is left of it, else None."""
+    _, reset, _, _ = window_bounds(time.time())
+    return reset if reset - time.time() > FILL_TIMEOUT + 5 else None
+
+
 def test_low_read_limit_is_shared_by_all_workers(start_stack):
     """Three workers draw on one budget: no 429, and what does not fit waits in RQ."""
     # The app starts with the default limits (100 per 15 minutes) and learns 30 from Strava's
@@ -159,11 +168,11 @@ def test_low_read_limit_is_shared_by_all_workers(start_stack):
     athletes = [stack.connect_rider(f"Climber{i}")[1] for i in range(5)]
     activities = [sim.create_activity(a) for _ in range(12) for a in athletes]
     # Strava's windows reset at :00, :15, :30 and :45, on the wall clock the sim and our side
-    # share. A reset in mid-test would let waiting fetches run, so start well before one.
-    _, reset, _, _ = window_bounds(time.time())
-    if reset - time.time() < 45:
-        time.sleep(reset - time.time() + 1)
-        _, reset, _, _ = window_bounds(time.time())
+    # share (the workers are separate processes: no clock can be injected). A reset in mid-test
+    # would let waiting fetches run, so start with more of the window left than the fill may take.
+    reset = wait_until(
+        window_with_room, timeout=FILL_TIMEOUT + 60, what="a rate window with room", interval=1
+    )
     stack.deliver()
 
     def first_window_spent() -> bool:
@@ -177,7 +186,9 @@ def test_low_read_limit_is_shared_by_all_workers(start_stack):
             and jobs["scheduled"] == statuses["queued"]
         )
 
-    wait_until(first_window_spent, timeout=120, what="the read window to fill and fetches to wait")
+    wait_until(
+        first_window_spent, timeout=FILL_TIMEOUT, what="the read window to fill and fetches to wait"
+    )
     assert time.time() < reset, "a rate window reset during the test"
 
     assert sim.rate_limited == 0

@@ -328,13 +328,15 @@ def test_failed_fetch_is_retried_then_marks_the_event_failed(app, client, svc, s
 
 
 def test_no_permit_reschedules_for_the_window_reset(database_url):
+    from clocks import mid_window_clock
     from conftest import make_app
 
     from strava_sim import StravaSim
 
+    clock = mid_window_clock()  # a window reset in mid-test would let the third fetch run
     # Our configured limits are the defaults; the limit of 2 is learned from Strava's headers.
-    with StravaSim(read_limits=(2, 100)) as sim:
-        app = make_app(database_url, sim)
+    with StravaSim(read_limits=(2, 100), clock=clock) as sim:
+        app = make_app(database_url, sim, CLOCK=clock.now)
         svc = app.extensions["strava_sync"]
         client = app.test_client()
         _, athlete = connect_rider(app, sim)

@@ -4,6 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
+from clocks import mid_window_clock, noon_clock
 from conftest import CRON_SECRET, connect_rider, event, make_app, run_jobs, scheduled_jobs
 
 import jobs
@@ -112,8 +113,9 @@ def test_lookback_start_never_later_than_the_last_sweep():
 
 
 def test_riders_beyond_the_days_bulk_budget_are_deferred_oldest_first(database_url):
-    with StravaSim(read_limits=(100, 5)) as sim:
-        app = make_app(database_url, sim, STRAVA_READ_RATE_LIMITS=(100, 5))
+    clock = noon_clock()  # a day's reset in mid-test would refill the day's 5 reads
+    with StravaSim(read_limits=(100, 5), clock=clock) as sim:
+        app = make_app(database_url, sim, STRAVA_READ_RATE_LIMITS=(100, 5), CLOCK=clock.now)
         svc = app.extensions["strava_sync"]
         riders = [connect_rider(app, sim, name=("R", str(i)))[0] for i in range(6)]
         with svc.engine.begin() as conn:
@@ -163,8 +165,9 @@ def test_stagger_fills_this_window_then_one_window_at_a_time():
 
 
 def test_rider_jobs_that_find_no_permit_wait_for_the_next_window(database_url):
-    with StravaSim() as sim:
-        app = make_app(database_url, sim)
+    clock = mid_window_clock()  # a window reset in mid-test would give the job its permit
+    with StravaSim(clock=clock) as sim:
+        app = make_app(database_url, sim, CLOCK=clock.now)
         svc = app.extensions["strava_sync"]
         rider, _ = connect_rider(app, sim)
         with app.app_context():
@@ -220,9 +223,18 @@ def test_backfill_days_limits_how_far_back(app, svc, sim):
     assert set(held(svc, rider)) == {recent}
 
 
-def test_eddington_numbers_follow_the_sweep(app, svc, sim):
+def test_eddington_numbers_follow_the_sweep(database_url):
+    clock = noon_clock()
+    with StravaSim(seed=7, clock=clock) as sim:
+        app = make_app(database_url, sim, CLOCK=clock.now)
+        assert eddington_after_sweep(app, sim, datetime.fromtimestamp(clock.now(), UTC)) == (1, 1)
+
+
+def eddington_after_sweep(app, sim, now):
+    """(km, miles) Eddington numbers after a sweep finds two rides on one day and a long run."""
+    svc = app.extensions["strava_sync"]
     rider, athlete = connect_rider(app, sim)
-    day = datetime.now(UTC) - timedelta(days=2)
+    day = now - timedelta(days=2)
     for hours in (0, 3):  # two rides on one local day count as one 60 km day
         sim.create_activity(athlete, distance=30_000, start_date=day + timedelta(hours=hours))
     sim.create_activity(
@@ -231,7 +243,7 @@ def test_eddington_numbers_follow_the_sweep(app, svc, sim):
     sweep(app)
     with svc.engine.connect() as conn:
         row = models.get_connection(conn, rider)
-    assert (row.eddington_number_km, row.eddington_number_miles) == (1, 1)
+    return row.eddington_number_km, row.eddington_number_miles
 
 
 # -- the cron endpoint --
