@@ -24,3 +24,10 @@ def eddington_numbers(day_distances: Iterable[float]) -> tuple[int, int]:
     """(miles, km) Eddington numbers of per-day distances in metres."""
     days = list(day_distances)
     return eddington(days, METRES_PER_MILE), eddington(days, METRES_PER_KM)
+
+
+def next_target(day_distances: Iterable[float], unit_metres: float) -> tuple[int, int]:
+    """(the next Eddington number, how many more days of at least that many units reach it)."""
+    days = [d / unit_metres for d in day_distances]
+    target = eddington(days, 1.0) + 1
+    return target, target - sum(1 for d in days if d >= target)
