@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -13,44 +14,67 @@ from .riders import update_connection
 from .schema import riders, strava_activity, strava_connection
 
 
-def _day_totals(sport_types: Iterable[str]):
+class LeaderRow(NamedTuple):
+    """One line of the leaderboard."""
+
+    rider_id: int
+    name: str
+    miles: int
+    km: int
+    days_miles: int
+    days_km: int
+
+
+def _day_totals(sport_types: Iterable[str], rider_ids: list[int]):
     """Per rider and local calendar day, the metres of counted rides (a subquery)."""
     table = strava_activity
     day = sa.func.date(table.c.start_date_local)
     return (
         sa.select(table.c.rider_id, sa.func.sum(table.c.distance).label("metres"))
-        .where(table.c.sport_type.in_(sorted(sport_types)))
+        .where(table.c.sport_type.in_(sorted(sport_types)), table.c.rider_id.in_(rider_ids))
         .group_by(table.c.rider_id, day)
         .subquery()
     )
 
 
-def _qualifying(days, unit_metres: float, number):
-    """How many of a rider's days reached `number` units (the days behind its Eddington number)."""
-    reached = sa.and_(number > 0, days.c.metres >= number * unit_metres)
-    return sa.func.coalesce(sa.func.sum(sa.case((reached, 1), else_=0)), 0)
+def _count_qualifying(conn: Connection, sport_types: Iterable[str], rows: list) -> dict:
+    """{rider id: (days miles, days km)} computed from the rides, for rows stored before 0003."""
+    days = _day_totals(sport_types, [r.rider_id for r in rows])
+    numbers = {r.rider_id: (r.miles, r.km) for r in rows}
+    counted = {r.rider_id: [0, 0] for r in rows}
+    for rider_id, metres in conn.execute(sa.select(days.c.rider_id, days.c.metres)):
+        miles, km = numbers[rider_id]
+        counted[rider_id][0] += bool(miles and metres >= miles * METRES_PER_MILE)
+        counted[rider_id][1] += bool(km and metres >= km * METRES_PER_KM)
+    return {rider_id: tuple(pair) for rider_id, pair in counted.items()}
 
 
 def leaderboard(conn: Connection, sport_types: Iterable[str]) -> list:
     """Connected riders not hidden, by Eddington number (miles, then km), with qualifying days."""
-    conn_t, days = strava_connection, _day_totals(sport_types)
-    miles, km = conn_t.c.eddington_number_miles, conn_t.c.eddington_number_km
+    table = strava_connection
+    miles = sa.func.coalesce(table.c.eddington_number_miles, 0)
+    km = sa.func.coalesce(table.c.eddington_number_km, 0)
     query = (
         sa.select(
             riders.c.id.label("rider_id"),
             riders.c.name,
-            sa.func.coalesce(miles, 0).label("miles"),
-            sa.func.coalesce(km, 0).label("km"),
-            _qualifying(days, METRES_PER_MILE, miles).label("days_miles"),
-            _qualifying(days, METRES_PER_KM, km).label("days_km"),
+            miles.label("miles"),
+            km.label("km"),
+            table.c.eddington_days_miles.label("days_miles"),
+            table.c.eddington_days_km.label("days_km"),
         )
-        .select_from(riders.join(conn_t, conn_t.c.rider_id == riders.c.id))
-        .outerjoin(days, days.c.rider_id == riders.c.id)
-        .where(conn_t.c.deauthorized_at.is_(None), conn_t.c.leaderboard_hidden.is_(False))
-        .group_by(riders.c.id, riders.c.name, miles, km)
-        .order_by(sa.func.coalesce(miles, 0).desc(), sa.func.coalesce(km, 0).desc(), riders.c.name)
+        .select_from(riders.join(table, table.c.rider_id == riders.c.id))
+        .where(table.c.deauthorized_at.is_(None), table.c.leaderboard_hidden.is_(False))
+        .order_by(miles.desc(), km.desc(), riders.c.name)
     )
-    return conn.execute(query).all()
+    rows = conn.execute(query).all()
+    # Numbers stored before the days were (revision 0003): count those riders' days once here.
+    missing = [r for r in rows if r.days_miles is None or r.days_km is None]
+    counted = _count_qualifying(conn, sport_types, missing) if missing else {}
+    return [
+        LeaderRow(*r[:4], *counted[r.rider_id]) if r.rider_id in counted else LeaderRow(*r)
+        for r in rows
+    ]
 
 
 def recent_activities(conn: Connection, rider_id: int, limit: int = 10) -> list:

@@ -297,3 +297,24 @@ def test_oauth_errors_are_styled_pages(client):
 def test_method_not_allowed_on_a_page_is_a_page(client):
     response = client.put("/leaderboard", headers=HTML)
     assert response.status_code == 405 and "<h1>Method Not Allowed</h1>" in text(response)
+
+
+def test_qualifying_days_are_stored_with_the_numbers_and_counted_when_missing(app, svc, sim):
+    ids = riders_with_rides(app, svc, sim, {"A": [2, 2, 1], "C": [5, 5, 5, 5]})
+    stored = connection(svc, ids["A"])
+    assert (stored.eddington_days_miles, stored.eddington_days_km) == (2, 2)
+    with svc.engine.begin() as conn:  # as a row written before revision 0003 holds them
+        models.update_connection(conn, ids["A"], eddington_days_miles=None, eddington_days_km=None)
+        rows = models.leaderboard(conn, svc.config["EDDINGTON_SPORT_TYPES"])
+    assert [(r.name, r.days_miles, r.days_km) for r in rows] == [
+        ("C Rider", 4, 4),
+        ("A Rider", 2, 2),
+    ]
+
+
+def test_a_revocation_clears_the_qualifying_days(app, svc, sim):
+    ids = riders_with_rides(app, svc, sim, {"A": [20, 20]})
+    with svc.engine.begin() as conn:
+        models.deauthorize(conn, ids["A"])
+    row = connection(svc, ids["A"])
+    assert (row.eddington_days_miles, row.eddington_days_km) == (None, None)
