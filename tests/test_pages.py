@@ -318,3 +318,10 @@ def test_a_revocation_clears_the_qualifying_days(app, svc, sim):
         models.deauthorize(conn, ids["A"])
     row = connection(svc, ids["A"])
     assert (row.eddington_days_miles, row.eddington_days_km) == (None, None)
+
+
+def test_pages_carry_security_headers_and_the_api_does_not_need_them(client):
+    page = client.get("/")
+    assert "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]
+    assert page.headers["X-Content-Type-Options"] == "nosniff"
+    assert "Content-Security-Policy" not in client.get("/healthz").headers
