@@ -91,7 +91,7 @@ def is_admin(connection) -> bool:
 def page_globals() -> dict:
     """What every template may use: the club's name, the CSRF token, who is signed in."""
     return {
-        "club_name": current_services().config.get("CLUB_NAME") or "strava-sync",
+        "club_name": page_club(),
         "csrf_token": csrf_token,
         "signed_in": session.get("rider_id") is not None,
     }
@@ -203,7 +203,8 @@ def disconnect_rider():
     except (StravaError, requests.RequestException) as exc:
         log.warning("rider %s: disconnect failed at Strava: %s", rider.id, exc)
         abort(502, "Strava did not answer, so nothing was changed. Please try again shortly.")
-    flash(f"Disconnected from Strava; {deleted} activities deleted from {page_club()}.")
+    noun = "activity" if deleted == 1 else "activities"
+    flash(f"Disconnected from Strava; {deleted} {noun} deleted from {page_club()}.")
     return redirect(url_for("pages.me"))
 
 

@@ -159,7 +159,7 @@ def test_disconnect_revokes_at_strava_and_purges_at_once(app, client, svc, sim):
         f"{sim.api_url}/athlete/activities", headers={"Authorization": f"Bearer {token}"}, timeout=5
     )
     assert listed.status_code == 401
-    assert "1 activities deleted" in text(client.get("/me"))
+    assert "1 activity deleted" in text(client.get("/me"))
 
 
 def test_disconnect_uses_oauth_revoke_when_configured(database_url, sim):
