@@ -21,6 +21,7 @@ from pathlib import Path
 
 from _common import heading, machine, percentile
 
+import config
 import models
 from app import create_app
 
@@ -75,7 +76,8 @@ def main() -> None:
     parser.add_argument("--database-url", default=None)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        url = args.database_url or f"sqlite:///{Path(tmp) / 'bench.sqlite'}"
+        url = config.database_url(args.database_url, tmp) if args.database_url else None
+        url = url or f"sqlite:///{Path(tmp) / 'bench.sqlite'}"
         app = create_app({"DATABASE_URL": url, "REDIS_URL": None, "INLINE_WORKER": False})
         svc = app.extensions["strava_sync"]
         models.drop_all(svc.engine)
