@@ -8,7 +8,6 @@ Skipped, saying why, when Chromium, chromedriver or selenium are not installed.
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from datetime import UTC, datetime, timedelta
@@ -82,7 +81,7 @@ return [style.backgroundColor, (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05)
 
 
 @pytest.fixture
-def browser():
+def browser(monkeypatch):
     """Headless Chromium with a fresh profile, its console log kept."""
     profile = tempfile.mkdtemp(prefix="strava-sync-chromium-")
     options = webdriver.ChromeOptions()
@@ -90,7 +89,7 @@ def browser():
     for flag in (*FLAGS, f"--user-data-dir={profile}"):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    os.environ.setdefault("SE_OFFLINE", "true")  # never let Selenium Manager download anything
+    monkeypatch.setenv("SE_OFFLINE", "true")  # never let Selenium Manager download anything
     driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
     driver.set_page_load_timeout(30)
     yield driver
