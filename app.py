@@ -12,12 +12,14 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
+import admin
 import cli
 import config
 import cron
 import extension
 import migrate
 import oauth
+import pages
 import services
 import webhook
 from extension import current_services
@@ -52,6 +54,8 @@ def create_app(test_config: dict | None = None) -> Flask:
         log.warning("TOKEN_ENCRYPTION_KEY is not set: Strava tokens are stored unencrypted")
     for blueprint in (webhook.bp, cron.bp, oauth.bp):
         app.register_blueprint(blueprint)
+    app.register_blueprint(pages.bp)
+    app.register_blueprint(admin.bp)
     app.register_error_handler(HTTPException, _json_error)
     app.add_url_rule("/healthz", view_func=healthz)
     if app.config.get("CHECK_SCHEMA", True):
@@ -65,6 +69,8 @@ def create_app(test_config: dict | None = None) -> Flask:
 
 
 def _json_error(exc: HTTPException):
+    if pages.wants_page():  # the pages' errors are pages; the JSON API stays JSON
+        return pages.error_page(exc)
     return jsonify(error=exc.description or exc.name), exc.code
 
 

@@ -54,6 +54,37 @@ def _flag(name: str, raw: str) -> bool:
     return value in ("1", "true", "yes", "on")
 
 
+def _athlete_ids(name: str, raw: str) -> frozenset[int]:
+    parts = [p.strip() for p in raw.split(",") if p.strip()]
+    if not all(p.isdigit() for p in parts):
+        raise ConfigError(f"{name} must be Strava athlete ids separated by commas, got {raw!r}")
+    return frozenset(int(p) for p in parts)
+
+
+def _choice(name: str, raw: str, choices: tuple[str, ...]) -> str:
+    value = raw.strip().lower()
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+    return value
+
+
+def _pages(get) -> dict:
+    """The web pages' settings (see pages.py and admin.py)."""
+    return {
+        "CLUB_NAME": (get("CLUB_NAME") or "strava-sync").strip(),
+        "LEADERBOARD_PUBLIC": _flag("LEADERBOARD_PUBLIC", get("LEADERBOARD_PUBLIC", "1")),
+        "ADMIN_ATHLETE_IDS": _athlete_ids("ADMIN_ATHLETE_IDS", get("ADMIN_ATHLETE_IDS", "")),
+        # How "Disconnect" revokes our access: /oauth/deauthorize today, /oauth/revoke from 2027.
+        "STRAVA_REVOKE_ENDPOINT": _choice(
+            "STRAVA_REVOKE_ENDPOINT",
+            get("STRAVA_REVOKE_ENDPOINT", "deauthorize"),
+            ("deauthorize", "revoke"),
+        ),
+        # The OAuth callback is a top-level GET from Strava: Lax still sends the session cookie.
+        "SESSION_COOKIE_SAMESITE": "Lax",
+    }
+
+
 def from_environ(environ: dict[str, str] | None = None, instance_path: str = "instance") -> dict:
     """Read the environment into the app's config mapping (Flask config keys)."""
     env = os.environ if environ is None else environ
@@ -88,4 +119,5 @@ def from_environ(environ: dict[str, str] | None = None, instance_path: str = "in
             for t in get("EDDINGTON_SPORT_TYPES", "Ride,GravelRide,MountainBikeRide").split(",")
             if t.strip()
         ),
+        **_pages(get),
     }

@@ -24,3 +24,17 @@ def eddington_numbers(day_distances: Iterable[float]) -> tuple[int, int]:
     """(miles, km) Eddington numbers of per-day distances in metres."""
     days = list(day_distances)
     return eddington(days, METRES_PER_MILE), eddington(days, METRES_PER_KM)
+
+
+def qualifying_days(day_distances: Iterable[float], unit_metres: float, number: int) -> int:
+    """How many days reached `number` units: the days behind an Eddington number (0 for E=0)."""
+    if number <= 0:
+        return 0
+    return sum(1 for d in day_distances if d / unit_metres >= number)
+
+
+def next_target(day_distances: Iterable[float], unit_metres: float) -> tuple[int, int]:
+    """(the next Eddington number, how many more days of at least that many units reach it)."""
+    days = [d / unit_metres for d in day_distances]
+    target = eddington(days, 1.0) + 1
+    return target, target - sum(1 for d in days if d >= target)

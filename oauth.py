@@ -5,7 +5,6 @@ from __future__ import annotations
 import hmac
 import logging
 import secrets
-from html import escape
 from urllib.parse import urlencode
 
 import redis
@@ -13,6 +12,7 @@ from flask import Blueprint, redirect, request, session, url_for
 
 import jobs
 import models
+import pages
 from extension import current_services
 from strava_client import StravaError
 
@@ -24,12 +24,7 @@ ACTIVITY_SCOPES = {"activity:read", "activity:read_all"}
 
 
 def _page(title: str, message: str, status: int = 200):
-    body = (
-        "<!doctype html><html><head><meta charset='utf-8'>"
-        f"<title>{escape(title)}</title></head><body><h1>{escape(title)}</h1>"
-        f"<p>{escape(message)}</p></body></html>"
-    )
-    return body, status, {"Content-Type": "text/html; charset=utf-8"}
+    return pages.message_page(title, message, status)
 
 
 @bp.get("/strava/connect")
@@ -116,4 +111,4 @@ def _store_connection(svc, tokens: dict, scope: str, link_rider: int | None):
         jobs.queue_backfill(svc, rider_id)
     except redis.RedisError as exc:
         log.warning("rider %s connected but the backfill was not queued: %s", rider_id, exc)
-    return _page("Connected", f"{name} is connected (Strava athlete {athlete_id}).")
+    return pages.sign_in(rider_id, f"{name} is connected (Strava athlete {athlete_id}).")

@@ -24,6 +24,7 @@ EXPIRY_SLACK = 60  # hosts' clocks differ a little: a lagging worker must still 
 BUCKETS = ("overall", "read")
 # Daily counters first: when several windows are spent, the first one found resets last.
 COUNTERS = (("overall", "day"), ("read", "day"), ("overall", "15m"), ("read", "15m"))
+HISTORY_TTL = 2 * DAY  # the admin page's chart reaches back 24 hours
 PER_MILLION = 1_000_000  # lane shares in integer parts per million, so Lua and Python floor alike
 
 # KEYS: the four counters, then the limits hash.
@@ -132,6 +133,7 @@ class RateBudget:
             reason = f"{bucket} {name} window spent ({used}/{cap} for {lane})"
             raise NoPermit(self._resets_at(window, now), reason)
         self._sent.at = now
+        self._count_in_history(now)
 
     def record_response(self, status: int, rate_limits: RateLimits) -> None:
         """Raise counters to Strava's reported usage, adopt its limits; a 429 spends the window."""
@@ -186,6 +188,29 @@ class RateBudget:
                 "day_resets_at": _iso(day_end),
             }
         return view
+
+    def history(self, hours: int = 24) -> list[tuple[int, int]]:
+        """[(window start, permits taken)] per 15-minute window over `hours`, oldest first."""
+        window_start = int(window_bounds(self.clock())[0])
+        starts = [window_start - i * WINDOW for i in range(hours * 3600 // WINDOW)][::-1]
+        days = sorted({s - s % DAY for s in starts})
+        with self.redis.pipeline() as pipe:
+            for day in days:
+                pipe.hgetall(self._history_key(day))
+            found = {int(k): int(v) for h in pipe.execute() for k, v in h.items()}
+        return [(s, found.get(s, 0)) for s in starts]
+
+    def _count_in_history(self, now: float) -> None:
+        # A per-day hash of window start -> permits, kept apart from the Lua-held counters.
+        window_start, _, day_start, _ = window_bounds(now)
+        key = self._history_key(int(day_start))
+        with self.redis.pipeline() as pipe:
+            pipe.hincrby(key, str(int(window_start)), 1)
+            pipe.expire(key, HISTORY_TTL)
+            pipe.execute()
+
+    def _history_key(self, day_start: int) -> str:
+        return f"{self.prefix}:history:{day_start}"
 
     def _share(self, lane: str) -> int:
         if lane not in self._shares:

@@ -223,6 +223,20 @@ class StravaClient:
         _raise_for(response, what)
         return response.json()
 
+    def deauthorize(self, access_token: str) -> None:
+        """Revoke our access for the token's athlete (`/oauth/deauthorize`, retired June 2027)."""
+        url = self.oauth_url + "/deauthorize"
+        headers = {"Authorization": f"Bearer {access_token}"}
+        response = self.session.post(url, headers=headers, timeout=self.timeout)
+        _raise_for(response, "deauthorize")
+
+    def revoke(self, token: str) -> None:
+        """Revoke our access for the token's athlete (`/oauth/revoke`, client credentials)."""
+        auth = (self.client_id or "", self.client_secret or "")
+        url = self.oauth_url + "/revoke"
+        response = self.session.post(url, data={"token": token}, auth=auth, timeout=self.timeout)
+        _raise_for(response, "revoke")
+
     # -- push subscriptions (client credentials, no athlete token) --
 
     def _credentials(self) -> dict:

@@ -82,6 +82,8 @@ def deauthorize(conn: Connection, rider_id: int) -> int:
         expires_at=None,
         eddington_number_miles=None,
         eddington_number_km=None,
+        eddington_days_miles=None,
+        eddington_days_km=None,
         deauthorized_at=now(),
         backfill_before=None,
     )

@@ -65,6 +65,9 @@ strava_connection = sa.Table(
     sa.Column("leaderboard_hidden", sa.Boolean, nullable=False, server_default=sa.false()),
     # When the rotating full-history check last compared this rider's history with Strava's.
     sa.Column("history_verified_at", UTCDateTime),
+    # Days that reached each Eddington number (the leaderboard's "qualifying days"; 0003_pages).
+    sa.Column("eddington_days_miles", sa.Integer),
+    sa.Column("eddington_days_km", sa.Integer),
 )
 
 

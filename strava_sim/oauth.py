@@ -94,3 +94,19 @@ class OAuthViews:
                 return unauthorized()
             self.revoke(grant.athlete_id)
         return flask.jsonify(access_token=token)
+
+    def _revoke_view(self):
+        # The 2027 endpoint: HTTP Basic client credentials, and `token` (access or refresh token).
+        auth = flask.request.authorization
+        values = {"client_id": auth.username, "client_secret": auth.password} if auth else {}
+        if not self._client_ok(values):
+            return bad_client()
+        token = flask.request.values.get("token", "")
+        with self._lock:
+            grant = self._grant_for_access(token) or next(
+                (g for g in self._grants.values() if same_secret(g.refresh_token, token)), None
+            )
+            if grant is None or not token:
+                return bad_request("Token", "token")
+            self.revoke(grant.athlete_id)
+        return flask.jsonify(revoked=True)

@@ -116,6 +116,7 @@ class StravaSim(World, OAuthViews, ApiViews, PushDelivery):
             ("GET /oauth/authorize", "/oauth/authorize", self._authorize_view),
             ("POST /oauth/token", "/oauth/token", self._token_view),
             ("POST /oauth/deauthorize", "/oauth/deauthorize", self._deauthorize_view),
+            ("POST /oauth/revoke", "/oauth/revoke", self._revoke_view),
             ("GET /athlete/activities", API + "/athlete/activities", self._list_view),
             ("GET /activities/{id}", API + "/activities/<activity_id>", self._detail_view),
             ("POST /push_subscriptions", API + "/push_subscriptions", self._subscribe_view),

@@ -17,7 +17,8 @@ def authorize(client, sim, athlete_id, scope=None, deny=False, query=""):
     at_strava = requests.get(start.location, allow_redirects=False, timeout=5)
     assert at_strava.status_code == 302
     back = urlsplit(at_strava.headers["Location"])
-    return client.get(f"{back.path}?{back.query}")
+    # Success signs the rider in and redirects to /me, which names them.
+    return client.get(f"{back.path}?{back.query}", follow_redirects=True)
 
 
 def connections(svc):
@@ -159,5 +160,5 @@ def test_state_works_once(app, client, svc, sim):
     sim.login_as(athlete)
     back = requests.get(start.location, allow_redirects=False, timeout=5).headers["Location"]
     url = urlsplit(back)
-    assert client.get(f"{url.path}?{url.query}").status_code == 200
+    assert client.get(f"{url.path}?{url.query}", follow_redirects=True).status_code == 200
     assert client.get(f"{url.path}?{url.query}").status_code == 400

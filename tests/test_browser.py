@@ -1,0 +1,203 @@
+"""A real browser (headless Chromium through Selenium) walks the pages against the simulator.
+
+landing -> Connect with Strava (the simulator's consent page) -> /me -> leaderboard -> /admin ->
+disconnect, with a screenshot of each page in tests/artifacts/, no console errors, and basic
+accessibility checks (labels, alt text, headings, contrast of the orange button's text).
+Skipped, saying why, when Chromium, chromedriver or selenium are not installed.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from conftest import connect_rider, run_jobs
+
+import jobs
+import models
+from ratebudget import WINDOW, RateBudget
+
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+
+try:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+except ImportError:  # pragma: no cover - depends on the machine
+    webdriver = None
+
+pytestmark = pytest.mark.skipif(
+    webdriver is None or not CHROMIUM or not CHROMEDRIVER,
+    reason="the browser test needs selenium (requirements-dev.txt) and Debian's chromium and "
+    "chromium-driver packages (apt-get install -y chromium chromium-driver; .ci/run does it)",
+)
+
+FLAGS = (
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--disable-dev-shm-usage", "--window-size=1280,900",
+)  # fmt: skip
+
+# Runs in the page: returns a list of accessibility problems (empty when none).
+A11Y_SCRIPT = """
+const problems = [];
+for (const img of document.querySelectorAll('img')) {
+  if (!img.hasAttribute('alt')) problems.push('img without alt: ' + img.src);
+}
+for (const el of document.querySelectorAll('input, select, textarea')) {
+  if (el.type === 'hidden') continue;
+  const labelled = (el.id && document.querySelector('label[for="' + el.id + '"]'))
+    || el.getAttribute('aria-label') || el.closest('label');
+  if (!labelled) problems.push('control without a label: ' + (el.name || el.outerHTML));
+}
+for (const b of document.querySelectorAll('button, a')) {
+  const named = b.textContent.trim() || b.getAttribute('aria-label');
+  if (!named) problems.push('unnamed ' + b.outerHTML);
+}
+const levels = [...document.querySelectorAll('h1,h2,h3,h4,h5,h6')].map(h => +h.tagName[1]);
+if (levels.filter(l => l === 1).length !== 1) problems.push('not exactly one h1: ' + levels);
+levels.forEach((l, i) => {
+  if (i && l > levels[i - 1] + 1) problems.push('heading skips a level');
+});
+if (!document.documentElement.lang) problems.push('no lang on <html>');
+if (!document.title) problems.push('no <title>');
+return problems;
+"""
+
+CONTRAST_SCRIPT = """
+const el = arguments[0], style = getComputedStyle(el);
+const rgb = s => s.match(/\\d+(\\.\\d+)?/g).slice(0, 3).map(Number);
+const lum = c => { const [r, g, b] = c.map(v => { v /= 255;
+  return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); });
+  return 0.2126 * r + 0.7152 * g + 0.0722 * b; };
+const [a, b] = [lum(rgb(style.color)), lum(rgb(style.backgroundColor))];
+return [style.backgroundColor, (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05)];
+"""
+
+
+@pytest.fixture
+def browser(monkeypatch):
+    """Headless Chromium with a fresh profile, its console log kept."""
+    profile = tempfile.mkdtemp(prefix="strava-sync-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (*FLAGS, f"--user-data-dir={profile}"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    monkeypatch.setenv("SE_OFFLINE", "true")  # never let Selenium Manager download anything
+    driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
+    driver.set_page_load_timeout(30)
+    yield driver
+    driver.quit()
+    shutil.rmtree(profile, ignore_errors=True)
+
+
+def visit_checked(driver, name: str) -> None:
+    """Check the current page (console, accessibility) and save a full-page screenshot."""
+    problems = driver.execute_script(A11Y_SCRIPT)
+    assert problems == [], f"{name}: {problems}"
+    errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+    assert errors == [], f"{name}: console errors {errors}"
+    ARTIFACTS.mkdir(exist_ok=True)
+    height = driver.execute_script("return document.documentElement.scrollHeight")
+    driver.set_window_size(1280, max(900, height + 40))
+    driver.save_screenshot(str(ARTIFACTS / f"{name}.png"))
+    driver.set_window_size(1280, 900)
+
+
+def club_history(app, sim, now: datetime) -> None:
+    """Riders with a season of rides, for a leaderboard worth looking at."""
+    svc = app.extensions["strava_sync"]
+    riders = [("Hannah", "Moore", 52), ("Luis", "Ocana", 38), ("Marianne", "Vos", 27)]
+    for first, last, longest in riders:
+        rider, athlete = connect_rider(app, sim, name=(first, last))
+        for day in range(longest + 6):
+            ended = now - timedelta(days=day + 1)
+            sim.create_activity(
+                athlete,
+                name=f"Club ride {day}",
+                distance=1000.0 * (longest + 10 - day % 7),
+                start_date=ended,
+                event=False,
+            )
+        with svc.engine.begin() as conn:
+            models.update_connection(conn, rider, backfill_before=None)
+        jobs.queue_backfill(svc, rider)
+
+
+def budget_day(svc, now: float) -> None:
+    """Permits taken over the last day through a RateBudget on the app's Redis, for the chart."""
+    clock = [now]
+    budget = RateBudget(svc.redis, clock=lambda: clock[0], prefix=svc.budget.prefix)
+    for window in range(1, 96, 3):
+        clock[0] = now - window * WINDOW
+        for _ in range(5 + (window * 7) % 40):
+            budget.take_permit(lane="bulk")
+
+
+def test_browser_walks_connect_me_leaderboard_admin_and_disconnect(app, svc, sim, live, browser):
+    now = datetime.now(UTC)
+    club_history(app, sim, now)
+    athlete = sim.add_athlete("Ada", "Lovelace")
+    for day in range(40):
+        sim.create_activity(
+            athlete,
+            name=f"Morning ride {day}",
+            distance=1000.0 * (30 + day % 11),
+            start_date=now - timedelta(days=day + 1, hours=3),
+            event=False,
+        )
+    svc.config["ADMIN_ATHLETE_IDS"] = frozenset({athlete})
+    svc.config["CLUB_NAME"] = "Loopback Randonneurs"
+
+    browser.get(live.url + "/")
+    assert browser.find_element(By.TAG_NAME, "h1").text == "Loopback Randonneurs"
+    button = browser.find_element(By.LINK_TEXT, "Connect with Strava")
+    background, ratio = browser.execute_script(CONTRAST_SCRIPT, button)
+    assert background == "rgb(252, 76, 2)"  # Strava orange
+    assert ratio >= 4.5, f"the orange button's text contrast is {ratio:.2f}:1"
+    visit_checked(browser, "1-landing")
+
+    sim.login_as(athlete)
+    button.click()  # -> the simulator's authorize -> our callback -> /me
+    assert browser.current_url == live.url + "/me"
+    assert "Ada Lovelace is connected" in browser.page_source
+    run_jobs(app)  # the backfills the connections queued
+    browser.refresh()
+    assert len(browser.find_elements(By.LINK_TEXT, "View on Strava")) == 10
+    assert "Powered by Strava" in browser.page_source
+    visit_checked(browser, "2-me")
+
+    browser.find_element(By.LINK_TEXT, "Leaderboard").click()
+    names = [c.text for c in browser.find_elements(By.CSS_SELECTOR, "tbody th")]
+    assert names[0] == "Hannah Moore" and "Ada Lovelace" in names
+    visit_checked(browser, "3-leaderboard")
+
+    budget_day(svc, now.timestamp())
+    browser.get(live.url + "/admin")
+    assert browser.find_element(By.TAG_NAME, "h1").text == "Operator dashboard"
+    assert len(browser.find_elements(By.CSS_SELECTOR, "svg rect.bar")) == 96
+    browser.find_element(By.CSS_SELECTOR, "button[type=submit]:not(.link)").click()
+    assert "/strava/connect?invite=" in browser.find_element(By.ID, "invite-url").text
+    visit_checked(browser, "4-admin")
+
+    browser.get(live.url + "/nowhere")
+    assert browser.find_element(By.TAG_NAME, "h1").text == "Not Found"
+    browser.get_log("browser")  # the 404 itself is logged by the console; nothing else may be
+    visit_checked(browser, "5-error")
+
+    browser.get(live.url + "/me")
+    browser.find_element(By.PARTIAL_LINK_TEXT, "Disconnect").click()
+    visit_checked(browser, "6-disconnect-confirm")
+    browser.find_element(By.CSS_SELECTOR, "button.danger").click()
+    assert "Disconnected" in browser.page_source
+    assert sim.requests["POST /oauth/deauthorize"] == 1
+    with svc.engine.connect() as conn:
+        row = models.get_connection_by_athlete(conn, athlete)
+        assert models.rider_activities(conn, row.rider_id) == []
+    visit_checked(browser, "7-disconnected")
