@@ -37,6 +37,11 @@ def take(svc: Services, athlete_id: int) -> bool:
     return used <= svc.config["UNKNOWN_FETCH_ALLOWANCE"]
 
 
+def spent(svc: Services, athlete_id: int) -> bool:
+    """Whether the athlete's fetches for today are all spent (a create then waits at once)."""
+    return used_today(svc, athlete_id) >= svc.config["UNKNOWN_FETCH_ALLOWANCE"]
+
+
 def used_today(svc: Services, athlete_id: int) -> int:
     """How many of today's fetches the athlete's events have spent."""
     return int(svc.redis.get(f"{_key('used', athlete_id)}:{_day(svc)}") or 0)

@@ -114,6 +114,8 @@ def queue_event(svc: Services, event_id: int, fields: dict) -> None:
     """Queue the work for a stored event and mark it queued; raises redis errors to the caller."""
     if fields["object_type"] == "athlete":
         _queue_revocation_check(svc, fields["owner_id"])
+    elif fields["aspect_type"] == "create" and allowance.spent(svc, fields["owner_id"]):
+        _await_catch_up(svc, fields["owner_id"], fields["object_id"])  # no fetch job at all
     else:
         queue_activity_sync(svc, fields["owner_id"], fields["object_id"])
     with svc.engine.begin() as conn:
