@@ -43,12 +43,11 @@ class RedactSecrets(logging.Filter):
     """Keep secrets out of access logs: werkzeug's (tuple arguments) and gunicorn's (a dict)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = redact(record.msg)
         if isinstance(record.args, tuple):
             record.args = tuple(redact(a) for a in record.args)
         elif isinstance(record.args, dict):
             record.args = {k: redact(v) for k, v in record.args.items()}
-        elif isinstance(record.msg, str):
-            record.msg = redact(record.msg)
         return True
 
 
@@ -71,7 +70,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     if app.config.get("CHECK_SCHEMA", True):
         app.before_request(require_schema_at_head)
     cli.init_app(app, create_app)
-    for name in ("werkzeug", "gunicorn.access"):
+    # urllib3 logs each request line at DEBUG, subscription calls' client_secret included.
+    for name in ("werkzeug", "gunicorn.access", "urllib3.connectionpool"):
         logger = logging.getLogger(name)
         if not any(isinstance(f, RedactSecrets) for f in logger.filters):
             logger.addFilter(RedactSecrets())
