@@ -12,6 +12,7 @@ from e2e_support import BIN, free_port, start_process, wait_until
 
 import models
 from app import RedactSecrets
+from strava_client import Unreachable
 from strava_sim.serve import LoopbackServer
 
 SECRET_KEY = "scan-secret-key-5b1f0c6e9d"
@@ -202,3 +203,27 @@ def test_attack_verify_token_stays_out_of_gunicorns_access_log(database_url, sim
     assert "/api/strava/webhook" in text and "[redacted]" in text
     assert VERIFY not in text
     assert "onetimecode9" not in text and "st9" not in text
+
+
+def test_attack_strava_unreachable_prints_no_client_secret(app, runner, sim):
+    sim.stop()
+    for args in (["show"], ["delete", "--yes"], ["delete", "--id", "7", "--yes"]):
+        result = runner.invoke(args=["strava", "subscription", *args])
+        assert result.exit_code == 1, result.output
+        assert "could not reach Strava at 127.0.0.1/api/v3/push_subscriptions" in result.stderr
+        assert sim.client_secret not in result.output and "Traceback" not in result.output
+
+
+def test_network_error_names_the_call_and_host_never_the_query(app):
+    client = app.extensions["strava_sync"].client
+    client.api_url = "http://127.0.0.1:1/api/v3"  # nothing listens there
+    try:
+        client.list_subscriptions()
+    except Unreachable as exc:
+        assert str(exc) == (
+            "view subscription: could not reach Strava at 127.0.0.1/api/v3/push_subscriptions "
+            "(ConnectionError)"
+        )
+        assert exc.__cause__ is None and exc.__suppress_context__
+    else:
+        raise AssertionError("no Unreachable raised")
