@@ -112,9 +112,15 @@ def dashboard():
 
 
 def issue_invite(svc, rider_id: int, hours: int) -> str:
-    """An invite URL for a rider, absolute (through `invites.issue_invite`, owned by #11)."""
-    url = invites.issue_invite(svc, rider_id, hours)
-    return url if "://" in url else request.host_url.rstrip("/") + url
+    """A signed invite URL for a rider, on PUBLIC_URL's host (else the host serving this page)."""
+    try:
+        base = invites.public_base(svc.config)
+    except invites.InviteError:
+        base = request.host_url.rstrip("/")
+    try:
+        return invites.connect_url(base, invites.issue(svc, rider_id, hours))
+    except (invites.InviteError, invites.NoSecretKey) as exc:
+        abort(400, f"No invite was made: {exc}.")
 
 
 @bp.post("/admin/invites")

@@ -25,18 +25,31 @@ import webhook
 from extension import current_services
 
 log = logging.getLogger(__name__)
-SECRET_PARAM = re.compile(r"(hub\.verify_token=)[^&\s\"]*")
+# Secrets that travel in URLs: the verify token (validation GET), the OAuth code and state
+# (callback), an invite token (connect link), and Strava credentials should one ever be logged.
+SECRET_PARAM = re.compile(
+    r"((?:^|[?&;\s])(?:hub\.verify_token|code|state|invite|client_secret|access_token"
+    r"|refresh_token)=)[^&\s\"]*"
+)
+BEARER = re.compile(r"(Bearer\s+)[^\s\"]+", re.IGNORECASE)
+
+
+def redact(value):
+    """A log argument with secrets in URLs (and bearer credentials) replaced by [redacted]."""
+    if not isinstance(value, str):
+        return value
+    return BEARER.sub(r"\1[redacted]", SECRET_PARAM.sub(r"\1[redacted]", value))
 
 
 class RedactSecrets(logging.Filter):
-    """Keep Strava's verify token (sent in the validation URL) out of access logs."""
+    """Keep secrets out of access logs: werkzeug's (tuple arguments) and gunicorn's (a dict)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = redact(record.msg)
         if isinstance(record.args, tuple):
-            record.args = tuple(
-                SECRET_PARAM.sub(r"\1[redacted]", a) if isinstance(a, str) else a
-                for a in record.args
-            )
+            record.args = tuple(redact(a) for a in record.args)
+        elif isinstance(record.args, dict):
+            record.args = {k: redact(v) for k, v in record.args.items()}
         return True
 
 
@@ -61,7 +74,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     if app.config.get("CHECK_SCHEMA", True):
         app.before_request(require_schema_at_head)
     cli.init_app(app, create_app)
-    for name in ("werkzeug", "gunicorn.access"):
+    # urllib3 logs each request line at DEBUG, subscription calls' client_secret included.
+    for name in ("werkzeug", "gunicorn.access", "urllib3.connectionpool"):
         logger = logging.getLogger(name)
         if not any(isinstance(f, RedactSecrets) for f in logger.filters):
             logger.addFilter(RedactSecrets())

@@ -18,6 +18,7 @@ from flask.cli import AppGroup
 
 import dbcli
 import demo
+import invites
 import jobs
 import models
 from extension import current_services
@@ -28,6 +29,7 @@ from strava_client import ApplicationInactive, BadRequest, StravaError, Unauthor
 strava = AppGroup("strava", help="Manage the Strava subscription, sweeps and backfills.")
 subscription = AppGroup("subscription", help="The one webhook subscription Strava allows.")
 strava.add_command(subscription)
+strava.add_command(invites.invite_command)
 
 
 def fail(message: str) -> None:

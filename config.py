@@ -89,8 +89,9 @@ def from_environ(environ: dict[str, str] | None = None, instance_path: str = "in
     """Read the environment into the app's config mapping (Flask config keys)."""
     env = os.environ if environ is None else environ
     get = env.get
+    generated_key = secrets.token_hex(32)
     return {
-        "SECRET_KEY": get("SECRET_KEY") or secrets.token_hex(32),
+        "SECRET_KEY": get("SECRET_KEY") or generated_key,
         "STRAVA_CLIENT_ID": get("STRAVA_CLIENT_ID"),
         "STRAVA_CLIENT_SECRET": get("STRAVA_CLIENT_SECRET"),
         "STRAVA_VERIFY_TOKEN": get("STRAVA_VERIFY_TOKEN"),
@@ -120,4 +121,13 @@ def from_environ(environ: dict[str, str] | None = None, instance_path: str = "in
             if t.strip()
         ),
         **_pages(get),
+        # Trust (invites). An invented SECRET_KEY serves development sessions, never invites.
+        "GENERATED_SECRET_KEY": None if get("SECRET_KEY") else generated_key,
+        "PUBLIC_URL": (get("PUBLIC_URL") or "").rstrip("/") or None,
+        "CONNECT_REQUIRES_INVITE": _flag(
+            "CONNECT_REQUIRES_INVITE", get("CONNECT_REQUIRES_INVITE", "0")
+        ),
+        "UNKNOWN_FETCH_ALLOWANCE": _positive_int(
+            "UNKNOWN_FETCH_ALLOWANCE", get("UNKNOWN_FETCH_ALLOWANCE", "20")
+        ),
     }

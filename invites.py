@@ -1,29 +1,148 @@
-"""STUB, to be replaced by the #11 engineer's real invites module when the branches merge.
+"""Connect invites: a signed, expiring, single-use link that lets a visitor connect one rider.
 
-Only the signature is the contract: `issue_invite(svc, rider_id, hours) -> url`. This stand-in
-stores a random single-use nonce in `strava_invite` and returns the connect URL carrying it; it
-does not sign anything, and `/strava/connect` on this branch does not read `invite=` yet.
+`flask --app app strava invite RIDER_ID` issues one. The token is signed with SECRET_KEY
+(itsdangerous) and names a random nonce; the `strava_invite` row keyed by that nonce holds the
+rider, the expiry and, once the callback has linked the rider, `used_at`. A forged, unknown,
+expired or used token is refused; nothing but an invite links a visitor to an existing rider.
 """
 
 from __future__ import annotations
 
 import secrets
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
+
+import click
+import sqlalchemy as sa
+from flask.cli import with_appcontext
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+from sqlalchemy.engine import Connection
 
 import models
+from extension import current_services
+from models.schema import strava_invite
+from services import Services
+
+SALT = "strava-sync-invite"
+CONNECT_PATH = "/strava/connect"
+DEFAULT_HOURS = 72
 
 
-def issue_invite(svc, rider_id: int, hours: int) -> str:
-    """STUB: store an invite for an existing rider and return its connect URL (path only)."""
-    nonce = secrets.token_urlsafe(24)
-    created = models.now()
+class InviteError(ValueError):
+    """The invite cannot be used; the message says why, for the visitor."""
+
+
+class NoSecretKey(RuntimeError):
+    """SECRET_KEY was not set explicitly, so invites can be neither signed nor checked."""
+
+
+@dataclass(frozen=True)
+class Invite:
+    """A checked invite: the nonce that names its row and the rider it connects."""
+
+    nonce: str
+    rider_id: int
+
+
+def now(svc: Services) -> datetime:
+    """The services' clock as a UTC datetime."""
+    return datetime.fromtimestamp(svc.clock(), UTC)
+
+
+def _serializer(config) -> URLSafeTimedSerializer:
+    key = config.get("SECRET_KEY")
+    if not key or key == config.get("GENERATED_SECRET_KEY"):
+        raise NoSecretKey(
+            "SECRET_KEY is not set: set it to a long random value (the same for every web "
+            "process) before issuing or accepting invites"
+        )
+    return URLSafeTimedSerializer(key, salt=SALT)
+
+
+def public_base(config) -> str:
+    """Where riders reach the web app: PUBLIC_URL, else the origin of STRAVA_CALLBACK_URL."""
+    if config.get("PUBLIC_URL"):
+        return config["PUBLIC_URL"].rstrip("/")
+    callback = config.get("STRAVA_CALLBACK_URL")
+    if not callback:
+        raise InviteError("set PUBLIC_URL (or STRAVA_CALLBACK_URL) so the invite link has a host")
+    parts = urlsplit(callback)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def issue(svc: Services, rider_id: int, hours: float = DEFAULT_HOURS) -> str:
+    """Store a new invite for an existing rider and return its signed token."""
+    serializer = _serializer(svc.config)
+    nonce = secrets.token_urlsafe(16)
+    created = now(svc)
     with svc.engine.begin() as conn:
+        if models.get_rider(conn, rider_id) is None:
+            raise InviteError(f"there is no rider {rider_id}")
         conn.execute(
-            models.strava_invite.insert().values(
+            strava_invite.insert().values(
                 id=nonce,
                 rider_id=rider_id,
                 created_at=created,
                 expires_at=created + timedelta(hours=hours),
             )
         )
-    return f"/strava/connect?invite={nonce}"
+    return serializer.dumps({"nonce": nonce, "rider": rider_id})
+
+
+def connect_url(base: str, token: str) -> str:
+    """The link a rider follows to connect with an invite."""
+    return f"{base}{CONNECT_PATH}?invite={token}"
+
+
+def verify(svc: Services, token: str) -> Invite:
+    """The invite a token names, if it is genuine, known, unused and unexpired; else InviteError.
+
+    The row, not the signature's timestamp, holds the expiry: each invite has its own lifetime.
+    """
+    try:
+        data = _serializer(svc.config).loads(token)
+    except BadSignature:
+        raise InviteError("this invite link is not valid; ask the club for a new one") from None
+    if not isinstance(data, dict) or not isinstance(data.get("nonce"), str):
+        raise InviteError("this invite link is not valid; ask the club for a new one")
+    with svc.engine.connect() as conn:
+        row = conn.execute(sa.select(strava_invite).where(strava_invite.c.id == data["nonce"]))
+        row = row.first()
+        rider = row and models.get_rider(conn, row.rider_id)
+    if row is None or rider is None or row.rider_id != data.get("rider"):
+        raise InviteError("this invite is for a rider we do not know; ask the club for a new one")
+    if row.used_at is not None:
+        raise InviteError("this invite has already been used; ask the club for a new one")
+    if row.expires_at <= now(svc):
+        raise InviteError("this invite has expired; ask the club for a new one")
+    return Invite(row.id, row.rider_id)
+
+
+def consume(conn: Connection, invite: Invite, now: datetime) -> bool:
+    """Mark the invite used, atomically; False when it was used (or expired) meanwhile."""
+    table = strava_invite
+    result = conn.execute(
+        table.update()
+        .where(table.c.id == invite.nonce, table.c.used_at.is_(None), table.c.expires_at > now)
+        .values(used_at=now)
+    )
+    return result.rowcount == 1
+
+
+@click.command("invite")
+@click.argument("rider_id", type=int)
+@click.option("--hours", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_HOURS)
+@with_appcontext
+def invite_command(rider_id: int, hours: float) -> None:
+    """Print a signed, expiring, single-use connect link for an existing rider (last line)."""
+    svc = current_services()
+    try:
+        _serializer(svc.config)  # refuse before anything is stored
+        base = public_base(svc.config)
+        url = connect_url(base, issue(svc, rider_id, hours))
+    except (InviteError, NoSecretKey) as exc:
+        click.echo(f"Error: {exc}.", err=True)
+        raise SystemExit(1) from None
+    click.echo(f"Invite for rider {rider_id}, valid {hours:g} hours, usable once:")
+    click.echo(url)

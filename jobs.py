@@ -16,6 +16,7 @@ import redis
 from rq import Callback, Retry, get_current_job
 from rq.job import Job
 
+import allowance
 import inline
 import models
 import reconcile
@@ -39,6 +40,7 @@ CLAIM_GRACE_MS = 10_000  # a claim whose job is not yet in Redis is being enqueu
 FETCH_TIMEOUT = 60  # RQ stops an activity fetch after this long
 # A fetch's lock outlives any live fetch; a killed worker's lock lapses soon after.
 FETCH_LOCK_TTL = FETCH_TIMEOUT + 15
+CATCH_UP_JOB = "catchup.catch_up_athlete"
 
 # A fetch for one activity is "waiting" while the job named by its flag is queued or scheduled;
 # a new event then rides on it. Otherwise the caller's job id takes the flag and must be enqueued.
@@ -82,21 +84,22 @@ def enqueue(svc: Services, func, *args, queue="strava", at=None, job_id=None, me
     return job
 
 
-def _flag(activity_id: int) -> str:
-    return f"strava-sync:waiting:activity:{activity_id}"
+def _flag(owner_id: int, activity_id: int) -> str:
+    # Keyed by owner too: a forged event naming another athlete's activity never carries theirs.
+    return f"strava-sync:waiting:activity:{owner_id}:{activity_id}"
 
 
-def _claim(svc: Services, activity_id: int, job_id: str) -> bool:
+def _claim(svc: Services, owner_id: int, activity_id: int, job_id: str) -> bool:
     """Take the activity's waiting-fetch flag for job_id; False when a fetch is already waiting."""
     script = svc.redis.register_script(_CLAIM)
     args = [job_id, WAITING_TTL, Job.redis_job_namespace_prefix, CLAIM_GRACE_MS]
-    return script(keys=[_flag(activity_id)], args=args) is None
+    return script(keys=[_flag(owner_id, activity_id)], args=args) is None
 
 
 def queue_activity_sync(svc: Services, owner_id: int, activity_id: int, at=None, **kw) -> bool:
     """Queue one fetch of an activity unless one is already waiting; True if a job was queued."""
     job_id = f"sync-activity-{activity_id}-{uuid.uuid4().hex[:12]}"
-    if not _claim(svc, activity_id, job_id):
+    if not _claim(svc, owner_id, activity_id, job_id):
         return False
     meta = {"events": ["activity", activity_id]}
     enqueue(svc, sync_activity, owner_id, activity_id, at=at, job_id=job_id, meta=meta, **kw)
@@ -111,6 +114,8 @@ def queue_event(svc: Services, event_id: int, fields: dict) -> None:
     """Queue the work for a stored event and mark it queued; raises redis errors to the caller."""
     if fields["object_type"] == "athlete":
         _queue_revocation_check(svc, fields["owner_id"])
+    elif fields["aspect_type"] == "create" and allowance.spent(svc, fields["owner_id"]):
+        _await_catch_up(svc, fields["owner_id"], fields["object_id"])  # no fetch job at all
     else:
         queue_activity_sync(svc, fields["owner_id"], fields["object_id"])
     with svc.engine.begin() as conn:
@@ -156,7 +161,8 @@ def sync_activity(owner_id: int, activity_id: int, not_found_retry: int = 0) -> 
     try:
         if job is not None:
             # From here on a new event gets a new fetch, after this one.
-            svc.redis.register_script(_RELEASE)(keys=[_flag(activity_id)], args=[job.id])
+            flag = _flag(owner_id, activity_id)
+            svc.redis.register_script(_RELEASE)(keys=[flag], args=[job.id])
         return _sync_activity(svc, owner_id, activity_id, not_found_retry)
     finally:
         lock.release()
@@ -165,11 +171,15 @@ def sync_activity(owner_id: int, activity_id: int, not_found_retry: int = 0) -> 
 def _sync_activity(svc: Services, owner_id: int, activity_id: int, not_found_retry: int) -> str:
     with svc.engine.begin() as conn:
         events = models.open_events(conn, "activity", activity_id)
+        events = [e for e in events if e.owner_id == owner_id]  # another athlete's are not ours
         connection = models.get_connection_by_athlete(conn, owner_id)
         event_ids = [e.id for e in events]
         if connection is None or connection.deauthorized_at is not None:
             models.set_event_status(conn, event_ids, "ignored", f"athlete {owner_id} not connected")
             return "ignored: athlete not connected"
+        held = models.activities_by_id(conn, [activity_id]).get(activity_id)
+        if (held is None or held["athlete_id"] != owner_id) and not allowance.take(svc, owner_id):
+            return _await_catch_up(svc, owner_id, activity_id)
         models.count_attempt(conn, event_ids)
     rider_id = connection.rider_id
     try:
@@ -226,6 +236,14 @@ def _not_found(svc, rider_id, owner_id, activity_id, events, not_found_retry) ->
     retry = not_found_retry + 1
     queue_activity_sync(svc, owner_id, activity_id, at=_in(delay), not_found_retry=retry)
     return f"not found yet: retrying in {delay} s"
+
+
+def _await_catch_up(svc: Services, owner_id: int, activity_id: int) -> str:
+    """Over the athlete's allowance: the activity waits for their catch-up list (one request)."""
+    if allowance.wait_for_catch_up(svc, owner_id, activity_id):
+        at = allowance.catch_up_time(svc, owner_id)
+        enqueue(svc, CATCH_UP_JOB, owner_id, at=at)  # named, not imported: catchup imports us
+    return "waiting for the athlete's catch-up list"
 
 
 def revoke_athlete(athlete_id: int) -> str:

@@ -10,11 +10,12 @@ from urllib.parse import urlencode
 import redis
 from flask import Blueprint, redirect, request, session, url_for
 
+import invites
 import jobs
 import models
 import pages
 from extension import current_services
-from strava_client import StravaError
+from strava_client import StravaError, Unreachable
 
 log = logging.getLogger(__name__)
 bp = Blueprint("oauth", __name__)
@@ -33,16 +34,12 @@ def connect():
     svc = current_services()
     if not svc.config.get("STRAVA_CLIENT_ID"):
         return _page("Strava is not configured", "STRAVA_CLIENT_ID is not set.", 503)
-    rider_id = request.args.get("rider_id")
-    if rider_id is not None:
-        if not rider_id.isdigit():
-            return _page("Unknown rider", "rider_id must be a number.", 400)
-        with svc.engine.connect() as conn:
-            if models.get_rider(conn, int(rider_id)) is None:
-                return _page("Unknown rider", f"There is no rider {rider_id}.", 400)
+    refused = _check_invite(svc)
+    if refused is not None:
+        return refused
     state = secrets.token_urlsafe(24)
     session["strava_state"] = state
-    session["strava_rider_id"] = int(rider_id) if rider_id else None
+    session["strava_invite"] = request.args.get("invite")
     query = urlencode(
         {
             "client_id": svc.config["STRAVA_CLIENT_ID"],
@@ -56,11 +53,38 @@ def connect():
     return redirect(f"{svc.config['STRAVA_OAUTH_URL']}/authorize?{query}")
 
 
+def _check_invite(svc):
+    """The page refusing this connect link, or None when it may go on to Strava."""
+    if "rider_id" in request.args:
+        return _page(
+            "Invite needed",
+            "Connect links no longer name a rider; ask the club for an invite link.",
+            400,
+        )
+    token = request.args.get("invite")
+    if token is None:
+        if svc.config.get("CONNECT_REQUIRES_INVITE"):
+            return _page(
+                "Invite needed",
+                "Connecting is by invitation: ask the club for an invite link.",
+                403,
+            )
+        return None
+    try:
+        invites.verify(svc, token)
+    except invites.NoSecretKey as exc:
+        log.error("%s", exc)
+        return _page("Invites are not set up", "The club has not finished setting up.", 503)
+    except invites.InviteError as exc:
+        return _page("Invite not valid", str(exc).capitalize() + ".", 400)
+    return None
+
+
 @bp.get("/strava/callback")
 def callback():
     """Check what Strava sent back, store the connection and queue the rider's backfill."""
     expected = session.pop("strava_state", None)
-    link_rider = session.pop("strava_rider_id", None)
+    invite_token = session.pop("strava_invite", None)
     given = request.args.get("state", "")
     if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
         return _page("Connection failed", "This link is stale or was not started here.", 400)
@@ -78,24 +102,59 @@ def callback():
     if not code:
         return _page("Connection failed", "Strava sent no authorization code.", 400)
     svc = current_services()
+    invite = None
+    if invite_token is not None:
+        try:
+            invite = invites.verify(svc, invite_token)
+        except (invites.InviteError, invites.NoSecretKey) as exc:
+            return _page("Invite not valid", str(exc).capitalize() + ".", 400)
     try:
-        tokens = svc.client.exchange_code(code)
+        grant = _grant(svc.client.exchange_code(code))
+    except Unreachable as exc:
+        log.warning("code exchange failed: %s", exc)
+        return _unreachable()
     except StravaError as exc:
         log.warning("code exchange refused: %s", exc)
+        if exc.status is None or exc.status >= 500:
+            return _unreachable()
         return _page("Connection failed", "Strava did not accept the authorization.", 502)
-    return _store_connection(svc, tokens, scope, link_rider)
+    return _store_connection(svc, grant, scope, invite)
 
 
-def _store_connection(svc, tokens: dict, scope: str, link_rider: int | None):
-    athlete = tokens.get("athlete") or {}
-    athlete_id = int(athlete["id"])
-    name = " ".join(p for p in (athlete.get("firstname"), athlete.get("lastname")) if p)
-    name = name or f"Strava athlete {athlete_id}"
+def _unreachable():
+    return _page("Connection failed", "Strava could not be reached; please try again.", 502)
+
+
+def _grant(tokens) -> dict:
+    """The token answer checked at the boundary: athlete id and name, tokens, expiry."""
+    try:
+        athlete = tokens["athlete"]
+        athlete_id = athlete["id"]
+        if isinstance(athlete_id, bool) or not isinstance(athlete_id, int):
+            raise TypeError("athlete id is not an integer")
+        names = (athlete.get("firstname"), athlete.get("lastname"))
+        grant = {
+            "athlete_id": athlete_id,
+            "name": " ".join(p for p in names if isinstance(p, str) and p),
+            "access_token": str(tokens["access_token"]),
+            "refresh_token": str(tokens["refresh_token"]),
+            "expires_at": int(tokens["expires_at"]),
+        }
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        what = f"code exchange: Strava's answer is incomplete ({type(exc).__name__})"
+        raise StravaError(what) from None
+    return grant
+
+
+def _store_connection(svc, grant: dict, scope: str, invite):
+    athlete_id = grant["athlete_id"]
+    name = grant["name"] or f"Strava athlete {athlete_id}"
     stored = {
-        "access_token": svc.cipher.encrypt(tokens["access_token"]),
-        "refresh_token": svc.cipher.encrypt(tokens["refresh_token"]),
-        "expires_at": int(tokens["expires_at"]),
+        "access_token": svc.cipher.encrypt(grant["access_token"]),
+        "refresh_token": svc.cipher.encrypt(grant["refresh_token"]),
+        "expires_at": grant["expires_at"],
     }
+    link_rider = invite.rider_id if invite else None
     with svc.engine.begin() as conn:
         existing = models.get_connection_by_athlete(conn, athlete_id)
         if existing and link_rider and existing.rider_id != link_rider:
@@ -104,6 +163,8 @@ def _store_connection(svc, tokens: dict, scope: str, link_rider: int | None):
                 f"{name} is already connected to another rider.",
                 409,
             )
+        if invite and not invites.consume(conn, invite, invites.now(svc)):
+            return _page("Invite not valid", "This invite has already been used.", 400)
         rider_id = link_rider or (existing.rider_id if existing else None)
         rider_id = rider_id or models.create_rider(conn, name)
         models.save_connection(conn, rider_id, athlete_id, stored, scope)

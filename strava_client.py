@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
+from urllib.parse import urlsplit
 
 import requests
 
@@ -142,6 +143,24 @@ def _raise_for(response: requests.Response, what: str) -> None:
     raise (cls or StravaError)(text, status, errors)
 
 
+class Unreachable(StravaError):
+    """Strava could not be reached, or its answer was cut off (a network error, no status)."""
+
+
+def _where(url: str) -> str:
+    """The host and path of a URL: never its query string, where credentials may travel."""
+    parts = urlsplit(url)
+    return f"{parts.hostname or ''}{parts.path}"
+
+
+def _json(response: requests.Response, what: str):
+    """The answer's JSON, or StravaError when Strava sent something else."""
+    try:
+        return response.json()
+    except ValueError:
+        raise StravaError(f"{what}: Strava answered something other than JSON") from None
+
+
 class StravaClient:
     """Strava's API and OAuth endpoints, through one session and the shared rate budget."""
 
@@ -194,17 +213,27 @@ class StravaClient:
     def _api(self, method: str, path: str, token: str, lane: str, params=None):
         if self.budget is not None:
             self.budget.take_permit(lane)
-        response = self.session.request(
-            method,
-            self.api_url + path,
-            params=params,
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=self.timeout,
-        )
+        what = f"{method} {path.split('?')[0]}"
+        headers = {"Authorization": f"Bearer {token}"}
+        response = self._send(what, method, self.api_url + path, params=params, headers=headers)
         if self.budget is not None:
             self.budget.record_response(response.status_code, parse_rate_limits(response.headers))
-        _raise_for(response, f"{method} {path.split('?')[0]}")
-        return response.json()
+        _raise_for(response, what)
+        return _json(response, what)
+
+    def _send(self, what: str, method: str, url: str, **kwargs) -> requests.Response:
+        """Make one request; a network error becomes Unreachable naming the call, host and path.
+
+        The message never holds the query string or the body (client_secret, tokens) and the
+        original exception is not chained, so no traceback repeats them either.
+        """
+        kwargs.setdefault("timeout", self.timeout)
+        try:
+            return self.session.request(method, url, **kwargs)
+        except requests.RequestException as exc:
+            raise Unreachable(
+                f"{what}: could not reach Strava at {_where(url)} ({type(exc).__name__})"
+            ) from None
 
     # -- OAuth (not counted by Strava) --
 
@@ -219,9 +248,9 @@ class StravaClient:
 
     def _token(self, data: dict, what: str) -> dict:
         data = dict(data, client_id=self.client_id, client_secret=self.client_secret)
-        response = self.session.post(self.oauth_url + "/token", data=data, timeout=self.timeout)
+        response = self._send(what, "POST", self.oauth_url + "/token", data=data)
         _raise_for(response, what)
-        return response.json()
+        return _json(response, what)
 
     def deauthorize(self, access_token: str) -> None:
         """Revoke our access for the token's athlete (`/oauth/deauthorize`, retired June 2027)."""
@@ -245,23 +274,24 @@ class StravaClient:
     def list_subscriptions(self) -> list[dict]:
         """Our application's push subscriptions (Strava allows at most one)."""
         url = self.api_url + "/push_subscriptions"
-        response = self.session.get(url, params=self._credentials(), timeout=self.timeout)
+        response = self._send("view subscription", "GET", url, params=self._credentials())
         _raise_for(response, "view subscription")
-        return response.json()
+        return _json(response, "view subscription")
 
     def create_subscription(self, callback_url: str, verify_token: str) -> dict:
         """Ask Strava to create the subscription; Strava validates the callback before answering."""
         data = dict(self._credentials(), callback_url=callback_url, verify_token=verify_token)
         url = self.api_url + "/push_subscriptions"
         # Strava calls our callback before it answers, so allow for that round trip.
-        response = self.session.post(url, data=data, timeout=(3.05, 30))
-        _raise_for(response, "create subscription")
-        return response.json()
+        what = "create subscription"
+        response = self._send(what, "POST", url, data=data, timeout=(3.05, 30))
+        _raise_for(response, what)
+        return _json(response, what)
 
     def delete_subscription(self, subscription_id: int) -> None:
         """Delete a push subscription."""
         url = f"{self.api_url}/push_subscriptions/{int(subscription_id)}"
-        response = self.session.delete(url, params=self._credentials(), timeout=self.timeout)
+        response = self._send("delete subscription", "DELETE", url, params=self._credentials())
         _raise_for(response, "delete subscription")
 
 

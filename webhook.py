@@ -13,7 +13,7 @@ import logging
 from dataclasses import asdict, dataclass
 
 import redis
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, abort, jsonify, request
 from sqlalchemy.exc import SQLAlchemyError
 
 import jobs
@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 bp = Blueprint("webhook", __name__)
 
 MAX_BODY = 16 * 1024
+MAX_ID = 2**63 - 1  # ids are stored as signed 64-bit integers
+MAX_DEPTH = 8  # Strava's events are two levels deep; anything far deeper is not an event
 ACTIVITY_ASPECTS = ("create", "update", "delete")
 PENDING_CHECK_EVERY = 60  # seconds between looks for events stored while Redis was down
 PENDING_CHECK_KEY = "strava-sync:pending-check"
@@ -52,8 +54,43 @@ def _integer(payload: dict, name: str) -> int:
     value = payload[name]
     # bool is an int in Python, but true/false is not an id.
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise BadEvent(f"{name} must be a non-negative integer, got {value!r}")
+        raise BadEvent(f"{name} must be a non-negative integer, got {_short(value)}")
+    if value > MAX_ID:
+        raise BadEvent(f"{name} is too large: ids must fit a signed 64-bit integer")
     return value
+
+
+def _short(value) -> str:
+    """A value's repr for an error message, cut to a readable length."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _storable(text: str) -> bool:
+    """Whether a string survives every database: no NUL byte, no lone surrogate."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _check_values(payload) -> None:
+    """Refuse bodies nested too deeply or holding strings no database can store (keys too)."""
+    stack = [(payload, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise BadEvent(f"the body is nested more than {MAX_DEPTH} levels deep")
+        if isinstance(value, dict):
+            stack.extend((k, depth) for k in value)
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value)
+        elif isinstance(value, str) and not _storable(value):
+            raise BadEvent("strings must not hold NUL bytes or lone surrogates")
 
 
 def _text(payload: dict, name: str) -> str:
@@ -61,7 +98,7 @@ def _text(payload: dict, name: str) -> str:
         raise BadEvent(f"{name} is missing")
     value = payload[name]
     if not isinstance(value, str) or not value.strip():
-        raise BadEvent(f"{name} must be a non-empty string, got {value!r}")
+        raise BadEvent(f"{name} must be a non-empty string, got {_short(value)}")
     return value
 
 
@@ -69,10 +106,11 @@ def parse_event(payload) -> StravaEvent:
     """Check a decoded webhook body and return it as a StravaEvent, or raise BadEvent."""
     if not isinstance(payload, dict):
         raise BadEvent("the body must be a JSON object")
+    _check_values(payload)
     # Strava always sends `updates`; were it ever left out we would rather keep the event.
     updates = payload.get("updates", {})
     if not isinstance(updates, dict):
-        raise BadEvent(f"updates must be an object, got {updates!r}")
+        raise BadEvent(f"updates must be an object, got {_short(updates)}")
     return StravaEvent(
         object_type=_text(payload, "object_type"),
         object_id=_integer(payload, "object_id"),
@@ -120,12 +158,10 @@ def validate_subscription():
 @bp.post("/api/strava/webhook")
 def receive_event():
     """Store a pushed event, queue its work, and answer within Strava's 2 seconds."""
-    request.max_content_length = MAX_BODY
     try:
-        event = parse_event(json.loads(request.get_data()))
-    except (ValueError, UnicodeDecodeError) as exc:
-        message = str(exc) if isinstance(exc, BadEvent) else "the body is not valid JSON"
-        return _error(f"not a Strava event: {message}", 400)
+        event = parse_event(_decode(_read_body()))
+    except BadEvent as exc:
+        return _error(f"not a Strava event: {exc}", 400)
     svc = current_services()
     try:
         ours = svc.subscription_id()
@@ -148,6 +184,32 @@ def receive_event():
         return jsonify(status="ignored", reason=reason)
     _queue(svc, event_id, fields)
     return jsonify(status="queued")
+
+
+def _read_body() -> bytes:
+    """The request body; 413 when it is over MAX_BODY, announced or not (chunked)."""
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        abort(413)
+    stream, chunks, size = request.stream, [], 0
+    while size <= MAX_BODY:
+        chunk = stream.read(MAX_BODY + 1 - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    if size > MAX_BODY:
+        abort(413)
+    return b"".join(chunks)
+
+
+def _decode(body: bytes):
+    """The body's JSON, or BadEvent naming why it is not JSON we can read."""
+    try:
+        return json.loads(body)
+    except RecursionError:
+        raise BadEvent(f"the body is nested more than {MAX_DEPTH} levels deep") from None
+    except (ValueError, UnicodeDecodeError):
+        raise BadEvent("the body is not valid JSON") from None
 
 
 def _queue(svc, event_id: int, fields: dict) -> None:

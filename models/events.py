@@ -12,6 +12,18 @@ from sqlalchemy.engine import Connection
 
 from .schema import _insert, now, webhook_event
 
+UPDATES_CAP = 2048  # characters of an event's `updates` JSON we keep
+ERROR_CAP = 500  # characters of an event's `error` we keep
+TEXT_CAP = 100  # characters of an (unknown) object_type or aspect_type we keep
+TRUNCATED = "...[truncated]"
+
+
+def cap(text: str | None, limit: int) -> str | None:
+    """The text cut to `limit` characters, saying so when it was cut."""
+    if text is None or len(text) <= limit:
+        return text
+    return text[: limit - len(TRUNCATED)] + TRUNCATED
+
 
 def event_identity(fields: dict) -> str:
     """A stable digest of the fields that make an event the same event."""
@@ -23,15 +35,20 @@ def event_identity(fields: dict) -> str:
 
 
 def insert_event(conn: Connection, fields: dict, status: str, error: str | None = None):
-    """Store an event; returns its id, or None if this exact event was stored before."""
+    """Store an event; returns its id, or None if this exact event was stored before.
+
+    Stored text is capped (a junk event is not kept whole); the identity hashes the full body.
+    """
     values = dict(
         fields,
-        updates=json.dumps(fields["updates"], sort_keys=True),
+        object_type=cap(fields["object_type"], TEXT_CAP),
+        aspect_type=cap(fields["aspect_type"], TEXT_CAP),
+        updates=cap(json.dumps(fields["updates"], sort_keys=True), UPDATES_CAP),
         identity=event_identity(fields),
         received_at=now(),
         status=status,
         attempts=0,
-        error=error,
+        error=cap(error, ERROR_CAP),
         processed_at=now() if status == "ignored" else None,
     )
     stmt = _insert(conn, webhook_event).values(**values)
@@ -44,7 +61,7 @@ def set_event_status(conn: Connection, event_ids: Iterable[int], status: str, er
     ids = list(event_ids)
     if not ids:
         return
-    values: dict = {"status": status, "error": error}
+    values: dict = {"status": status, "error": cap(error, ERROR_CAP)}
     if status in ("done", "ignored", "failed"):
         values["processed_at"] = now()
     conn.execute(webhook_event.update().where(webhook_event.c.id.in_(ids)).values(**values))

@@ -51,7 +51,7 @@ class OAuthViews:
             else:
                 granted = tuple(ticked_scope(s, ticked) for s in requested)
                 granted = tuple(s for s in granted if s)
-                code = self._hex(20)
+                code = self._secret()
                 self._codes[code] = (athlete_id, granted)
                 params = {"state": args.get("state", ""), "code": code, "scope": ",".join(granted)}
         return flask.redirect(with_query(args["redirect_uri"], params), 302)
@@ -82,7 +82,7 @@ class OAuthViews:
             # The old refresh token dies at once; the old access token lives out its six hours.
             grant.old_access = {t: e for t, e in grant.old_access.items() if e > now}
             grant.old_access[grant.access_token] = grant.expires_at
-            grant.access_token, grant.refresh_token = self._hex(20), self._hex(20)
+            grant.access_token, grant.refresh_token = self._secret(), self._secret()
             grant.expires_at = int(now) + TOKEN_LIFETIME
         return flask.jsonify(self._token_json(grant, athlete=False))
 

@@ -30,6 +30,7 @@ class World:
         self._login: tuple[int, frozenset[str] | None, bool] | None = None
         self._last_athlete_id = 100_000
         self._last_activity_id = 10_000_000_000
+        self._issued: list[str] = []  # every token and authorization code handed out
 
     def add_athlete(self, firstname: str = "Sim", lastname: str = "Rider") -> int:
         """Create an athlete and return its id."""
@@ -178,10 +179,20 @@ class World:
     def _hex(self, nbytes: int) -> str:
         return f"{self._rng.getrandbits(nbytes * 8):0{nbytes * 2}x}"
 
+    def _secret(self) -> str:
+        """A new access or refresh token or authorization code, remembered for issued_secrets()."""
+        value = self._hex(20)
+        self._issued.append(value)
+        return value
+
+    def issued_secrets(self) -> list[str]:
+        """Every access token, refresh token and authorization code the simulator has issued."""
+        with self._lock:
+            return list(self._issued)
+
     def _authorize_athlete(self, athlete_id: int, scope: tuple[str, ...]) -> dict:
-        grant = Grant(
-            athlete_id, scope, self._hex(20), self._hex(20), int(self.clock.now()) + TOKEN_LIFETIME
-        )
+        expires_at = int(self.clock.now()) + TOKEN_LIFETIME
+        grant = Grant(athlete_id, scope, self._secret(), self._secret(), expires_at)
         self._grants[athlete_id] = grant
         return self._token_json(grant, athlete=True)
 

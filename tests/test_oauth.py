@@ -6,6 +6,7 @@ import requests
 import sqlalchemy as sa
 from conftest import connect_rider, make_app, run_jobs
 
+import invites
 import models
 
 
@@ -108,16 +109,17 @@ def test_bad_or_missing_state_is_refused(client, svc, sim):
     assert connections(svc) == []
 
 
-def test_unknown_rider_id_is_a_400(client):
+def test_rider_id_is_a_400(client):
     assert client.get("/strava/connect?rider_id=999").status_code == 400
     assert client.get("/strava/connect?rider_id=abc").status_code == 400
 
 
-def test_rider_id_links_an_existing_rider(app, client, svc, sim):
+def test_invite_links_an_existing_rider(app, client, svc, sim):
     with svc.engine.begin() as conn:
         rider = models.create_rider(conn, "Club member")
     athlete = sim.add_athlete()
-    assert authorize(client, sim, athlete, query=f"?rider_id={rider}").status_code == 200
+    query = f"?invite={invites.issue(svc, rider)}"
+    assert authorize(client, sim, athlete, query=query).status_code == 200
     assert connections(svc)[0].rider_id == rider
 
 
@@ -135,7 +137,7 @@ def test_athlete_linked_to_another_rider_is_a_409(app, client, svc, sim):
     rider, athlete = connect_rider(app, sim)
     with svc.engine.begin() as conn:
         other = models.create_rider(conn, "Someone else")
-    page = authorize(client, sim, athlete, query=f"?rider_id={other}")
+    page = authorize(client, sim, athlete, query=f"?invite={invites.issue(svc, other)}")
     assert page.status_code == 409
     assert [c.rider_id for c in connections(svc)] == [rider]
 
