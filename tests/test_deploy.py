@@ -26,6 +26,7 @@ def test_vercel_entry_exposes_the_app(monkeypatch, tmp_path):
     import importlib.util
 
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path}/vercel.sqlite")
+    monkeypatch.setenv("INLINE_OK", "1")  # this test's deployment runs inline on purpose
     spec = importlib.util.spec_from_file_location("vercel_entry", ROOT / "api" / "index.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
