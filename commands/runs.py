@@ -123,9 +123,9 @@ def _report(svc: Services, summary: dict, run, as_json: bool) -> None:
     click.echo(_budget_line(summary["budget"]))
 
 
-def _finish(svc: Services, summary: dict, queue: str, wait: bool, timeout: float, as_json: bool):
+def _finish(svc: Services, summary: dict, listening: int, wait: bool, timeout: float, as_json):
     """Wait if asked and a worker listens, then report; no worker or not finished: exit 1."""
-    listening = workers_listening(svc, queue)
+    queue = "reconcile"
     summary["workers"] = listening
     if not listening:
         click.echo(f"Warning: {no_worker(queue)}", err=True)
@@ -172,6 +172,7 @@ def reconcile_command(dry_run, max_riders, rider_id, wait, timeout, as_json):
     if rider_id is not None:
         _require_connected(svc, rider_id)
     try:
+        listening = workers_listening(svc, "reconcile")  # asks Redis before anything is written
         summary = jobs.queue_sweep(
             svc, "command", dry_run=dry_run, max_riders=max_riders, rider_id=rider_id
         )
@@ -182,7 +183,7 @@ def reconcile_command(dry_run, max_riders, rider_id, wait, timeout, as_json):
             f"Sweep #{summary['run_id']}{' (dry run)' if dry_run else ''}: "
             f"{summary['planned']} riders planned, {summary['deferred']} deferred to later nights."
         )
-    _finish(svc, summary, "reconcile", wait and summary["planned"] > 0, timeout, as_json)
+    _finish(svc, summary, listening, wait and summary["planned"] > 0, timeout, as_json)
 
 
 @click.command("backfill")
@@ -197,10 +198,11 @@ def backfill_command(rider_id, days, wait, timeout, as_json):
     svc = current_services()
     _require_connected(svc, rider_id)
     try:
+        listening = workers_listening(svc, "reconcile")  # asks Redis before anything is written
         run_id = jobs.queue_backfill(svc, rider_id, days, trigger="command")
     except redis.RedisError as exc:
         raise click.ClickException(f"nothing was queued: {explain(exc, svc.config)}") from None
     if not as_json:
         span = f"the last {days} days" if days else "all of it"
         click.echo(f"Backfill #{run_id} of rider {rider_id} queued ({span}).")
-    _finish(svc, {"run_id": run_id}, "reconcile", wait, timeout, as_json)
+    _finish(svc, {"run_id": run_id}, listening, wait, timeout, as_json)
