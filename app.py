@@ -49,6 +49,8 @@ def create_app(test_config: dict | None = None) -> Flask:
         raise StartupError(str(exc)) from None
     if test_config:
         app.config.update(test_config)
+        if "SECRET_KEY" in test_config and "SECRET_KEY_SET" not in test_config:
+            app.config["SECRET_KEY_SET"] = True
     if app.config["DATABASE_URL"].startswith("sqlite:///" + app.instance_path):
         os.makedirs(app.instance_path, exist_ok=True)  # the default database lives there
     extension.init_app(app, services.build(app.config))
@@ -95,6 +97,11 @@ def deployment_notes(settings: dict, inline: bool) -> list[str]:
         notes.append("CRON_SECRET is not set: the nightly sweep endpoint refuses everyone")
     if not settings.get("STRAVA_CLIENT_ID"):
         notes.append("STRAVA_CLIENT_ID is not set: riders cannot connect with Strava")
+    if not settings.get("SECRET_KEY_SET", True):
+        notes.append(
+            "SECRET_KEY is not set: each web process makes its own, so connecting with Strava "
+            "fails whenever two processes share the work; set one random value"
+        )
     return notes
 
 

@@ -85,6 +85,7 @@ def from_environ(environ: dict[str, str] | None = None, instance_path: str = "in
     get = env.get
     return {
         "SECRET_KEY": get("SECRET_KEY") or secrets.token_hex(32),
+        "SECRET_KEY_SET": bool(get("SECRET_KEY")),  # a random key differs per web process
         "STRAVA_CLIENT_ID": _digits("STRAVA_CLIENT_ID", get("STRAVA_CLIENT_ID")),
         "STRAVA_CLIENT_SECRET": get("STRAVA_CLIENT_SECRET"),
         "STRAVA_VERIFY_TOKEN": get("STRAVA_VERIFY_TOKEN"),

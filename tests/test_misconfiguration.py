@@ -147,7 +147,9 @@ def test_every_entry_point_reads_dotenv(monkeypatch, tmp_path):
 
 def test_a_deployed_inline_process_warns_and_healthz_fails(database_url, caplog):
     with caplog.at_level(logging.WARNING):
-        app = make_app(database_url, REDIS_URL=None, DEPLOYED=True, CRON_SECRET=None)
+        app = make_app(
+            database_url, REDIS_URL=None, DEPLOYED=True, CRON_SECRET=None, SECRET_KEY_SET=False
+        )
     from app import deployment_notes
 
     svc = app.extensions["strava_sync"]
@@ -156,10 +158,11 @@ def test_a_deployed_inline_process_warns_and_healthz_fails(database_url, caplog)
     assert response.status_code == 503
     body = response.get_json()
     assert (body["status"], body["mode"]) == ("degraded", "inline")
-    assert body["notes"] == notes and len(notes) == 3
+    assert body["notes"] == notes and len(notes) == 4
     assert notes[0].startswith("REDIS_URL is not set") and "INLINE_OK=1" in notes[0]
     assert notes[1].startswith("CRON_SECRET is not set")
     assert notes[2].startswith("STRAVA_CLIENT_ID is not set")
+    assert notes[3].startswith("SECRET_KEY is not set")
 
 
 def test_inline_ok_accepts_inline_mode(database_url, sim):
