@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sys
 
+import click
 import redis
 from flask import Flask, current_app, jsonify
 from sqlalchemy import text
@@ -46,6 +48,10 @@ def create_app(test_config: dict | None = None) -> Flask:
     try:
         app.config.from_mapping(config.from_environ(instance_path=app.instance_path))
     except config.ConfigError as exc:
+        if click.get_current_context(silent=True) is not None:
+            # Under `flask --app app ...`, even while it lists commands for --help: one line.
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(1)
         raise StartupError(str(exc)) from None
     if test_config:
         app.config.update(test_config)

@@ -22,6 +22,7 @@ INIT_DB = "run flask --app app init-db"
 START_WORKER = 'rq worker --url "$REDIS_URL" --with-scheduler strava reconcile'
 _MISSING_DB = re.compile(r'database "([^"]+)" does not exist')
 _MISSING_TABLE = re.compile(r'no such table|relation "[^"]+" does not exist')
+_SERVER = re.compile(r'server at "([^"]+)"(?: \([^)]*\))?, port (\d+)')
 _PASSWORD = re.compile(r"password authentication failed for user \"([^\"]+)\"")
 
 
@@ -51,8 +52,10 @@ def _database(exc: SQLAlchemyError, url: str | None) -> str:
     if found := _PASSWORD.search(text):
         return f"DATABASE_URL: the password of user {found.group(1)} was refused"
     if "refused" in text.lower() or "could not connect" in text.lower():
+        found = _SERVER.search(text)
+        where = f"{found[1]}:{found[2]}" if found else _where(url, 5432)
         return (
-            f"DATABASE_URL: connection refused on {_where(url, 5432)}: start PostgreSQL "
+            f"DATABASE_URL: connection refused on {where}: start PostgreSQL "
             "or fix the host and port"
         )
     if "unable to open database file" in text:

@@ -212,3 +212,23 @@ def test_a_good_key_list_is_accepted():
     assert config.from_environ({"TOKEN_ENCRYPTION_KEY": f"{GOOD_KEY}, {GOOD_KEY}"})[
         "TOKEN_ENCRYPTION_KEY"
     ]
+
+
+def test_help_with_a_bad_configuration_is_one_line_too(tmp_path):
+    result = run_flask(tmp_path, {"RECONCILE_RESERVE": "20%"}, "--help")
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "Error: RECONCILE_RESERVE must be a number between 0 and 1 (write 0.2 for 20%), got '20%'"
+    ]
+
+
+@pytest.mark.skipif(not REAL_DATABASE, reason="needs PostgreSQL (TEST_DATABASE_URL)")
+def test_init_db_names_a_missing_database(tmp_path):
+    url = REAL_DATABASE.rsplit("/", 1)[0] + "/ux_missing"
+    result = run_flask(tmp_path, {"DATABASE_URL": url}, "init-db")
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        "Error: the migration failed: DATABASE_URL: database ux_missing does not exist: "
+        "create it, or fix the name"
+    )
+    assert no_traceback(result)
