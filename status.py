@@ -110,7 +110,19 @@ def collect_status(svc: Services) -> dict:
     except redis.RedisError as exc:
         status["redis"] = f"down: {type(exc).__name__}"
     status["warnings"] = warnings(status)
+    _keep_older_keys(status)
     return status
+
+
+def _keep_older_keys(status: dict) -> None:
+    """The keys pages written before this layout read (no longer shown by format_status)."""
+    runs = [r for r in (status["last_nightly_sweep"], status["last_manual_run"]) if r]
+    latest = max(runs, key=lambda r: r["id"], default=None)
+    status["last_sweep"] = latest
+    nightly = status["last_nightly_sweep"]
+    status["unannounced_recent_sweeps"] = nightly["activities_unannounced"] if nightly else 0
+    status["stale_riders"] = status["riders_by_state"]["stale"]
+    status["deauthorized_riders"] = status["riders_by_state"]["deauthorized"]
 
 
 def warnings(status: dict) -> list[str]:

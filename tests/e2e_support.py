@@ -256,8 +256,8 @@ class Stack:
         try:
             with self.http.get(self.url + "/healthz", timeout=2) as response:
                 return response.status_code == 200
-        except requests.ConnectionError:
-            return False
+        except requests.RequestException:
+            return False  # not listening yet, or a worker still booting (slow on a busy host)
 
     def create_subscription(self) -> None:
         """`flask strava subscription create`, as an operator runs it: Strava validates us."""

@@ -150,6 +150,7 @@ def test_status_counts_riders_once_each_and_a_new_rider_is_current(app, runner, 
         "current": 1, "stale": 1, "needs reconnect": 1, "deauthorized": 0, "not connected": 0
     }  # fmt: skip
     assert data["riders_by_state"]["current"] == [new]
+    assert (data["stale_riders"], data["deauthorized_riders"]) == ([old], [])  # older keys
 
 
 def test_status_warns_about_no_worker_and_a_quiet_subscription(app, client, runner, sim):
