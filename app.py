@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sys
 
+import click
 import redis
 from flask import Flask, current_app, jsonify
 from sqlalchemy import text
@@ -16,12 +18,14 @@ import admin
 import cli
 import config
 import cron
+import diagnose
 import extension
 import migrate
 import oauth
 import pages
 import services
 import webhook
+from diagnose import StartupError
 from extension import current_services
 
 log = logging.getLogger(__name__)
@@ -56,7 +60,14 @@ class RedactSecrets(logging.Filter):
 def create_app(test_config: dict | None = None) -> Flask:
     """Build the app from the environment, with `test_config` applied on top."""
     app = Flask(__name__, instance_relative_config=True)
-    app.config.from_mapping(config.from_environ(instance_path=app.instance_path))
+    try:
+        app.config.from_mapping(config.from_environ(instance_path=app.instance_path))
+    except config.ConfigError as exc:
+        if click.get_current_context(silent=True) is not None:
+            # Under `flask --app app ...`, even while it lists commands for --help: one line.
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(1)
+        raise StartupError(str(exc)) from None
     if test_config:
         app.config.update(test_config)
     if app.config["DATABASE_URL"].startswith("sqlite:///" + app.instance_path):
@@ -70,6 +81,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(pages.bp)
     app.register_blueprint(admin.bp)
     app.register_error_handler(HTTPException, _json_error)
+    app.register_error_handler(SQLAlchemyError, _service_error)
+    app.register_error_handler(redis.RedisError, _service_error)
     app.add_url_rule("/healthz", view_func=healthz)
     if app.config.get("CHECK_SCHEMA", True):
         app.before_request(require_schema_at_head)
@@ -88,6 +101,67 @@ def _json_error(exc: HTTPException):
     return jsonify(error=exc.description or exc.name), exc.code
 
 
+def _service_error(exc: Exception):
+    """The database or Redis failed under a request: 503 with the sentence, one log line."""
+    sentence = diagnose.explain(exc, current_app.config)
+    log.error("%s", sentence)
+    log.debug("the failure in full", exc_info=exc)
+    return jsonify(error=sentence), 503
+
+
+def deployment_notes(settings: dict, inline: bool) -> list[str]:
+    """What a deployed process lacks: each a sentence naming the variable (empty when fine)."""
+    notes = []
+    if inline:
+        notes.append(
+            "REDIS_URL is not set: jobs run inside the web process (inline mode); set REDIS_URL "
+            "and start workers, or set INLINE_OK=1 to accept it"
+        )
+    if not settings.get("CRON_SECRET"):
+        notes.append("CRON_SECRET is not set: the nightly sweep endpoint refuses everyone")
+    if not settings.get("STRAVA_CLIENT_ID"):
+        notes.append("STRAVA_CLIENT_ID is not set: riders cannot connect with Strava")
+    if not config.secret_key_set(settings):
+        notes.append(
+            "SECRET_KEY is not set: each web process makes its own, so connecting with Strava "
+            "fails whenever two processes share the work; set one random value"
+        )
+    return notes
+
+
+def deployed_app() -> Flask:
+    """The app as a deployed web process builds it: `.env` read, start-up problems logged.
+
+    Raises StartupError (one sentence) when the configuration cannot be used.
+    """
+    config.read_dotenv()
+    app = create_app({"DEPLOYED": True})
+    svc = current_services_of(app)
+    for note in deployment_notes(app.config, svc.inline):
+        log.warning("%s", note)
+    problem = diagnose.check_database(svc.engine, app.config)
+    if problem:
+        log.error("%s", problem)
+    return app
+
+
+def current_services_of(app: Flask) -> services.Services:
+    """The services an app was built with."""
+    return app.extensions[extension.KEY]
+
+
+def vercel_app() -> Flask:
+    """Vercel's app: a bad configuration answers every request 503 with its sentence."""
+    try:
+        return deployed_app()
+    except StartupError as exc:
+        sentence = exc.message
+    log.error("%s", sentence)
+    refusing = Flask(__name__)
+    refusing.register_error_handler(404, lambda _: (jsonify(error=sentence), 503))
+    return refusing
+
+
 def require_schema_at_head():
     """Answer 503 with the fix until the database is at the revision this code needs."""
     if current_app.extensions.get("schema_at_head"):
@@ -104,20 +178,26 @@ def require_schema_at_head():
 
 
 def healthz():
-    """Whether the database and Redis answer."""
+    """Whether the database and Redis answer; a deployed process also names what it lacks."""
     svc = current_services()
+    cfg = current_app.config
     status = {"status": "ok", "db": "ok", "redis": "inline" if svc.inline else "ok"}
     try:
         with svc.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
     except SQLAlchemyError as exc:
-        status["db"] = f"down: {type(exc).__name__}"
+        status["db"] = f"down: {diagnose.explain(exc, cfg)}"
     if not svc.inline:
         try:
             svc.redis.ping()
         except redis.RedisError as exc:
-            status["redis"] = f"down: {type(exc).__name__}"
-    if "down" in status["db"] or "down" in status["redis"]:
+            status["redis"] = f"down: {diagnose.explain(exc, cfg)}"
+    refused_inline = False
+    if cfg.get("DEPLOYED"):
+        status["mode"] = "inline" if svc.inline else "workers"
+        status["notes"] = deployment_notes(cfg, svc.inline)
+        refused_inline = svc.inline and not cfg.get("INLINE_OK")
+    if "down" in status["db"] or "down" in status["redis"] or refused_inline:
         status["status"] = "degraded"
         return jsonify(status), 503
     return jsonify(status)

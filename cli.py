@@ -1,17 +1,16 @@
-"""Command line: `flask --app app init-db`, `flask --app app strava ...`, `flask --app app demo`.
+"""Command line: `flask --app app init-db`, `flask --app app strava ...`, `demo`, `simulate`.
 
-Every refusal exits non-zero with one plain sentence on stderr.
+Every refusal exits non-zero with one plain sentence on stderr: the `strava` group turns database,
+Redis and configuration failures into one (see `commands.plain`). This module registers the
+groups and holds the subscription commands; the rest live in `commands/`.
 """
 
 from __future__ import annotations
 
-import json
 import secrets
 import sys
-import time
 
 import click
-import redis
 import requests
 from flask import Flask
 from flask.cli import AppGroup
@@ -19,17 +18,22 @@ from flask.cli import AppGroup
 import dbcli
 import demo
 import invites
-import jobs
 import models
+from commands import report, runs, simulate
+from commands.plain import PlainGroup, plain_command
 from extension import current_services
 from services import Services
-from status import collect_status, format_status, run_summary
 from strava_client import ApplicationInactive, BadRequest, StravaError, Unauthorized
 
-strava = AppGroup("strava", help="Manage the Strava subscription, sweeps and backfills.")
+strava = PlainGroup("strava", help="Manage the Strava subscription, sweeps and backfills.")
 subscription = AppGroup("subscription", help="The one webhook subscription Strava allows.")
 strava.add_command(subscription)
 strava.add_command(invites.invite_command)
+strava.add_command(runs.reconcile_command)
+strava.add_command(runs.backfill_command)
+strava.add_command(report.status_command)
+strava.add_command(report.riders_command)
+strava.add_command(report.leaderboard_command)
 
 
 def fail(message: str) -> None:
@@ -169,84 +173,10 @@ def subscription_delete(subscription_id, yes):
     click.echo(f"Subscription {subscription_id} deleted.")
 
 
-# -- sweeps and backfills -------------------------------------------------------------------------
-
-
-def wait_for_run(svc: Services, run_id: int, timeout: float) -> dict:
-    """Show a progress bar until a sync_run finishes (or the timeout); returns its row."""
-    with svc.engine.connect() as conn:
-        run = models.get_run(conn, run_id)
-    deadline = time.monotonic() + timeout
-    with click.progressbar(
-        length=max(run.riders_planned, 1), label="riders", file=sys.stderr
-    ) as bar:
-        done = 0
-        while run.status == "running" and time.monotonic() < deadline:
-            time.sleep(0.2)
-            with svc.engine.connect() as conn:
-                run = models.get_run(conn, run_id)
-            bar.update(run.riders_done - done)
-            done = run.riders_done
-    return run_summary(run)
-
-
-@strava.command("reconcile")
-@click.option("--dry-run", is_flag=True, help="Report the differences without writing them.")
-@click.option("--max-riders", type=click.IntRange(min=0), help="Plan at most this many riders.")
-@click.option("--rider", "rider_id", type=int, help="Only this rider.")
-@click.option("--wait/--no-wait", default=True, help="Wait for the queued work to finish.")
-@click.option("--timeout", default=3600.0, help="Seconds to wait at most.")
-def reconcile_command(dry_run, max_riders, rider_id, wait, timeout):
-    """Run the nightly sweep now."""
-    svc = current_services()
-    try:
-        summary = jobs.queue_sweep(
-            svc, "command", dry_run=dry_run, max_riders=max_riders, rider_id=rider_id
-        )
-    except redis.RedisError as exc:
-        fail(f"Redis is unreachable, nothing was queued ({type(exc).__name__})")
-    if wait and summary["planned"]:
-        summary["run"] = wait_for_run(svc, summary["run_id"], timeout)
-    click.echo(json.dumps(summary, indent=2, default=str))
-
-
-@strava.command("backfill")
-@click.argument("rider_id", type=int)
-@click.option("--days", type=click.IntRange(min=1), help="Only the last N days.")
-@click.option("--wait/--no-wait", default=True, help="Wait for the queued work to finish.")
-@click.option("--timeout", default=3600.0, help="Seconds to wait at most.")
-def backfill_command(rider_id, days, wait, timeout):
-    """Re-read a rider's history from Strava."""
-    svc = current_services()
-    with svc.engine.connect() as conn:
-        connection = models.get_connection(conn, rider_id)
-    if connection is None or connection.refresh_token is None:
-        fail(f"rider {rider_id} has no Strava connection")
-    run_id = jobs.queue_backfill(svc, rider_id, days)
-    summary = {"run_id": run_id}
-    if wait:
-        summary["run"] = wait_for_run(svc, run_id, timeout)
-    click.echo(json.dumps(summary, indent=2, default=str))
-
-
-# -- status ---------------------------------------------------------------------------------------
-
-
-@strava.command("status")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def status_command(as_json):
-    """Queues, failures, rate budget, subscription, last sweep and stale riders."""
-    status = collect_status(current_services())
-    if as_json:
-        click.echo(json.dumps(status, indent=2, default=str))
-        return
-    for line in format_status(status):
-        click.echo(line)
-
-
 def init_app(app: Flask, factory) -> None:
     """Register the commands on the app; `factory` builds the demo's own app."""
     app.cli.add_command(dbcli.init_db_command)
     app.cli.add_command(dbcli.db)
     app.cli.add_command(strava)
     app.cli.add_command(demo.command(factory))
+    app.cli.add_command(plain_command(simulate.simulate_command))

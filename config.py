@@ -4,9 +4,18 @@ from __future__ import annotations
 
 import os
 import secrets
+from urllib.parse import urlsplit
+
+from cryptography.fernet import Fernet
+from dotenv import find_dotenv, load_dotenv
 
 DEFAULT_API_URL = "https://www.strava.com/api/v3"
 DEFAULT_OAUTH_URL = "https://www.strava.com/oauth"
+MAKE_KEY = (
+    "python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'"
+)
+DATABASE_SCHEMES = ("sqlite", "postgres", "postgresql", "postgresql+psycopg")
+REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 
 class ConfigError(ValueError):
@@ -21,6 +30,10 @@ def _pair(name: str, raw: str) -> tuple[int, int]:
 
 
 def _fraction(name: str, raw: str) -> float:
+    if raw.strip().endswith("%"):
+        raise ConfigError(
+            f"{name} must be a number between 0 and 1 (write 0.2 for 20%), got {raw!r}"
+        )
     try:
         value = float(raw)
     except ValueError:
@@ -40,6 +53,13 @@ def database_url(raw: str | None, instance_path: str) -> str:
     """Turn DATABASE_URL (or its absence) into a SQLAlchemy URL using psycopg 3 for PostgreSQL."""
     if not raw:
         return "sqlite:///" + os.path.join(instance_path, "strava_sync.sqlite")
+    scheme = raw.partition("://")[0] if "://" in raw else ""
+    if scheme not in DATABASE_SCHEMES:
+        # Name only the scheme: the rest of the URL may hold a password.
+        raise ConfigError(
+            f"DATABASE_URL starts with {scheme + '://' if scheme else 'no scheme'}: use "
+            "postgresql://user:password@host:5432/dbname (or sqlite:///path)"
+        )
     # Supabase and Heroku hand out postgres:// and postgresql://; SQLAlchemy needs the driver named.
     for prefix in ("postgres://", "postgresql://"):
         if raw.startswith(prefix):
@@ -85,6 +105,16 @@ def _pages(get) -> dict:
     }
 
 
+def secret_key_set(settings) -> bool:
+    """Whether SECRET_KEY was chosen by the operator (an invented one differs per process)."""
+    return settings["SECRET_KEY"] != settings.get("GENERATED_SECRET_KEY")
+
+
+def read_dotenv() -> None:
+    """Read `.env` from the working folder or above, as `flask` does; variables already set win."""
+    load_dotenv(find_dotenv(usecwd=True))
+
+
 def from_environ(environ: dict[str, str] | None = None, instance_path: str = "instance") -> dict:
     """Read the environment into the app's config mapping (Flask config keys)."""
     env = os.environ if environ is None else environ
@@ -92,17 +122,19 @@ def from_environ(environ: dict[str, str] | None = None, instance_path: str = "in
     generated_key = secrets.token_hex(32)
     return {
         "SECRET_KEY": get("SECRET_KEY") or generated_key,
-        "STRAVA_CLIENT_ID": get("STRAVA_CLIENT_ID"),
+        "STRAVA_CLIENT_ID": _digits("STRAVA_CLIENT_ID", get("STRAVA_CLIENT_ID")),
         "STRAVA_CLIENT_SECRET": get("STRAVA_CLIENT_SECRET"),
         "STRAVA_VERIFY_TOKEN": get("STRAVA_VERIFY_TOKEN"),
-        "STRAVA_API_URL": (get("STRAVA_API_URL") or DEFAULT_API_URL).rstrip("/"),
-        "STRAVA_OAUTH_URL": (get("STRAVA_OAUTH_URL") or DEFAULT_OAUTH_URL).rstrip("/"),
-        "STRAVA_CALLBACK_URL": get("STRAVA_CALLBACK_URL"),
-        "STRAVA_SUBSCRIPTION_ID": get("STRAVA_SUBSCRIPTION_ID"),
+        "STRAVA_API_URL": _http_url("STRAVA_API_URL", get("STRAVA_API_URL"), DEFAULT_API_URL),
+        "STRAVA_OAUTH_URL": _http_url(
+            "STRAVA_OAUTH_URL", get("STRAVA_OAUTH_URL"), DEFAULT_OAUTH_URL
+        ),
+        "STRAVA_CALLBACK_URL": _http_url("STRAVA_CALLBACK_URL", get("STRAVA_CALLBACK_URL")),
+        "STRAVA_SUBSCRIPTION_ID": _digits("STRAVA_SUBSCRIPTION_ID", get("STRAVA_SUBSCRIPTION_ID")),
         "DATABASE_URL": database_url(get("DATABASE_URL"), instance_path),
-        "REDIS_URL": get("REDIS_URL") or None,
+        "REDIS_URL": _redis_url(get("REDIS_URL")),
         "CRON_SECRET": get("CRON_SECRET") or None,
-        "TOKEN_ENCRYPTION_KEY": get("TOKEN_ENCRYPTION_KEY") or None,
+        "TOKEN_ENCRYPTION_KEY": _fernet_keys(get("TOKEN_ENCRYPTION_KEY")),
         "STRAVA_RATE_LIMITS": _pair("STRAVA_RATE_LIMITS", get("STRAVA_RATE_LIMITS", "200,2000")),
         "STRAVA_READ_RATE_LIMITS": _pair(
             "STRAVA_READ_RATE_LIMITS", get("STRAVA_READ_RATE_LIMITS", "100,1000")
@@ -113,6 +145,10 @@ def from_environ(environ: dict[str, str] | None = None, instance_path: str = "in
         ),
         # Inline mode (no REDIS_URL) runs jobs in a thread of the serving process unless this is 0.
         "INLINE_WORKER": _flag("INLINE_WORKER", get("INLINE_WORKER", "1")),
+        # A deployed process (gunicorn, Vercel) may run inline only when this says so.
+        "INLINE_OK": _flag("INLINE_OK", get("INLINE_OK", "0")),
+        # Set by the deployed entry points (wsgi.py, api/index.py), not by the environment.
+        "DEPLOYED": False,
         # The time source (epoch seconds); tests and the simulator pass their own.
         "CLOCK": None,
         "EDDINGTON_SPORT_TYPES": frozenset(
@@ -131,3 +167,42 @@ def from_environ(environ: dict[str, str] | None = None, instance_path: str = "in
             "UNKNOWN_FETCH_ALLOWANCE", get("UNKNOWN_FETCH_ALLOWANCE", "20")
         ),
     }
+
+
+def _fernet_keys(raw: str | None) -> str | None:
+    """TOKEN_ENCRYPTION_KEY: comma-separated Fernet keys, newest first (never echoed)."""
+    if not raw:
+        return None
+    for part in (p.strip() for p in raw.split(",")):
+        try:
+            Fernet(part)
+        except (ValueError, TypeError):
+            raise ConfigError(
+                f"TOKEN_ENCRYPTION_KEY is not a Fernet key: make one with {MAKE_KEY}"
+            ) from None
+    return raw
+
+
+def _redis_url(raw: str | None) -> str | None:
+    if not raw:
+        return None
+    scheme = urlsplit(raw).scheme
+    if scheme not in REDIS_SCHEMES:
+        raise ConfigError(
+            f"REDIS_URL starts with {scheme + '://' if scheme else 'no scheme'}: "
+            "use redis://host:6379/0 (or rediss:// for TLS)"
+        )
+    return raw
+
+
+def _http_url(name: str, raw: str | None, default: str | None = None) -> str | None:
+    value = (raw or default or "").rstrip("/") or None
+    if value and urlsplit(value).scheme not in ("http", "https"):
+        raise ConfigError(f"{name} must be an http:// or https:// URL, got {value!r}")
+    return value
+
+
+def _digits(name: str, raw: str | None) -> str | None:
+    if raw and not raw.strip().isdigit():
+        raise ConfigError(f"{name} must be a number, got {raw!r}")
+    return raw.strip() if raw else None

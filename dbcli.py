@@ -12,6 +12,7 @@ from flask.cli import AppGroup, with_appcontext
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from diagnose import explain
 from extension import current_services
 from migrate import MigrationError, current, downgrade, head, history, upgrade
 
@@ -29,10 +30,7 @@ def plainly() -> Iterator[None]:
         raise click.ClickException(f"Alembic refused: {exc}") from None
     except SQLAlchemyError as exc:
         log.debug("migration failed", exc_info=True)
-        raise click.ClickException(
-            f"the migration failed ({type(exc).__name__}): check DATABASE_URL and that the "
-            "database is up"
-        ) from None
+        raise click.ClickException(f"the migration failed: {explain(exc)}") from None
 
 
 @click.command("init-db")

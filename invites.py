@@ -19,6 +19,7 @@ from flask.cli import with_appcontext
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from sqlalchemy.engine import Connection
 
+import config
 import models
 from extension import current_services
 from models.schema import strava_invite
@@ -50,9 +51,9 @@ def now(svc: Services) -> datetime:
     return datetime.fromtimestamp(svc.clock(), UTC)
 
 
-def _serializer(config) -> URLSafeTimedSerializer:
-    key = config.get("SECRET_KEY")
-    if not key or key == config.get("GENERATED_SECRET_KEY"):
+def _serializer(settings) -> URLSafeTimedSerializer:
+    key = settings.get("SECRET_KEY")
+    if not key or not config.secret_key_set(settings):
         raise NoSecretKey(
             "SECRET_KEY is not set: set it to a long random value (the same for every web "
             "process) before issuing or accepting invites"

@@ -21,6 +21,7 @@ import inline
 import models
 import reconcile
 import services
+from joblog import logged, note_differences
 from ratebudget import NoPermit
 from services import Services
 from strava_client import (
@@ -149,6 +150,7 @@ def _reschedule_at(when: float) -> datetime:
 # -- jobs -----------------------------------------------------------------------------------------
 
 
+@logged(lambda owner_id, activity_id, *_: f"activity {activity_id} of athlete {owner_id}")
 def sync_activity(owner_id: int, activity_id: int, not_found_retry: int = 0) -> str:
     """Fetch one activity from Strava and bring our copy in line with it."""
     svc = services.current()
@@ -246,6 +248,7 @@ def _await_catch_up(svc: Services, owner_id: int, activity_id: int) -> str:
     return "waiting for the athlete's catch-up list"
 
 
+@logged(lambda athlete_id, *_: f"revocation check of athlete {athlete_id}")
 def revoke_athlete(athlete_id: int) -> str:
     """Confirm an athlete's revocation with Strava, then remove their Strava data."""
     svc = services.current()
@@ -335,6 +338,7 @@ def queue_sweep(
     }
 
 
+@logged(lambda rider_id, run_id, *_: f"sweep #{run_id} of rider {rider_id}")
 def reconcile_rider(rider_id: int, run_id: int, dry_run: bool = False) -> dict:
     """Compare one rider's recent activities with Strava's and repair the difference."""
     svc = services.current()
@@ -355,6 +359,8 @@ def reconcile_rider(rider_id: int, run_id: int, dry_run: bool = False) -> dict:
             _queue_revocation_check(svc, connection.athlete_id)
         _rider_done(svc, run_id, error=f"rider {rider_id}: {exc}")
         return {"error": "token refused"}
+    if dry_run:
+        note_differences(svc, run_id, rider_id, repair.changes)
     _rider_done(svc, run_id, **repair.counts())
     return repair.counts()
 
@@ -367,16 +373,20 @@ def _rider_done(svc: Services, run_id: int, error: str | None = None, **counts: 
         models.finish_run_if_complete(conn, run_id)
 
 
-def queue_backfill(svc: Services, rider_id: int, days: int | None = None) -> int:
+def queue_backfill(
+    svc: Services, rider_id: int, days: int | None = None, trigger: str | None = None
+) -> int:
     """Restart a rider's history read (all of it, or the last `days`); returns the run id."""
+    trigger = trigger or ("connect" if days is None else "command")
     with svc.engine.begin() as conn:
         models.update_connection(conn, rider_id, backfill_before=None)
-        run_id = models.create_run(conn, "backfill", "connect" if days is None else "command")
+        run_id = models.create_run(conn, "backfill", trigger)
         models.update_run(conn, run_id, riders_planned=1)
     _queue_rider_job(svc, backfill_rider, rider_id, run_id, days)
     return run_id
 
 
+@logged(lambda rider_id, run_id, *_: f"backfill #{run_id} of rider {rider_id}")
 def backfill_rider(rider_id: int, run_id: int, days: int | None = None) -> str:
     """Read a rider's history page by page on the bulk lane, resuming after budget waits."""
     svc = services.current()

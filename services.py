@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
-from dotenv import load_dotenv
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 from rq import Queue
@@ -25,6 +24,7 @@ from sqlalchemy.engine import Engine
 
 import config
 import models
+from diagnose import StartupError
 from ratebudget import RateBudget
 from strava_client import StravaClient
 from tokens import TokenCipher
@@ -120,8 +120,11 @@ def build(settings: dict) -> Services:
 
 def from_environment() -> Services:
     """Services from the environment (and a `.env` file, as `flask` reads for the web app)."""
-    load_dotenv()  # variables already set win
-    return build(config.from_environ(instance_path=INSTANCE_PATH))
+    config.read_dotenv()
+    try:
+        return build(config.from_environ(instance_path=INSTANCE_PATH))
+    except config.ConfigError as exc:
+        raise StartupError(str(exc)) from None
 
 
 _bound: ContextVar[Services | None] = ContextVar("strava_sync_services", default=None)

@@ -1,5 +1,5 @@
-"""Vercel's entry point: the WSGI app."""
+"""Vercel's entry point: the WSGI app (a bad configuration answers 503 with its sentence)."""
 
-from app import create_app
+from app import vercel_app
 
-app = create_app()
+app = vercel_app()

@@ -152,9 +152,10 @@ def test_delete_when_there_is_none_says_so(runner):
 def test_reconcile_command_plans_and_reports(app, runner, svc, sim):
     for i in range(2):
         connect_rider(app, sim, name=("R", str(i)))
-    result = runner.invoke(args=["strava", "reconcile", "--no-wait", "--max-riders", "1"])
+    args = ["strava", "reconcile", "--no-wait", "--max-riders", "1", "--json"]
+    result = runner.invoke(args=args)
     assert result.exit_code == 0, result.output
-    summary = json.loads(result.output)
+    summary = json.loads(result.stdout)
     assert (summary["planned"], summary["deferred"]) == (1, 1)
     assert svc.queue("reconcile").count == 1
 
@@ -200,14 +201,19 @@ def test_status_after_some_work_in_text_and_json(frozen_app, frozen_live, sim):
     assert data["events_24h"] == {"done": 3, "ignored": 1}
     assert data["queues"]["strava"]["queued"] == 0
     assert data["budget"]["read"]["used_15min"] >= 4
-    assert data["last_sweep"]["status"] == "done" and data["last_sweep"]["riders_done"] == 1
-    assert data["stale_riders"] == [] and len(data["deauthorized_riders"]) == 1
+    assert data["last_nightly_sweep"] is None
+    run = data["last_manual_run"]
+    assert (run["status"], run["riders_done"], run["trigger"]) == ("done", 1, "command")
+    assert data["riders"] == {
+        "current": 1, "stale": 0, "needs reconnect": 0, "deauthorized": 1, "not connected": 0
+    }  # fmt: skip
 
     text = runner.invoke(args=["strava", "status"]).output
     assert f"subscription: {sim.subscription['id']}" in text
     assert "events (24 h): done 3, ignored 1" in text
     assert "queue strava: 0 queued" in text
-    assert "last sweep: #" in text and "deauthorized riders: 1" in text
+    assert "last nightly sweep: never" in text and "last manual run: #" in text
+    assert "riders: 1 current, 0 stale, 0 needs reconnect, 1 deauthorized" in text
 
 
 @pytest.mark.parametrize("as_json", [True, False])
@@ -242,10 +248,11 @@ def test_reconcile_command_waits_for_the_sweep_in_inline_mode(database_url, sim)
     _, athlete = connect_rider(app, sim)
     sim.create_activity(athlete, event=False)
     try:
-        result = app.test_cli_runner().invoke(args=["strava", "reconcile", "--timeout", "60"])
+        args = ["strava", "reconcile", "--timeout", "60", "--json"]
+        result = app.test_cli_runner().invoke(args=args)
     finally:
         app.extensions["strava_sync"].runner.stop()
     assert result.exit_code == 0, result.output
-    summary = json.loads(result.output[result.output.index("{") :])
+    summary = json.loads(result.stdout)
     assert summary["run"]["status"] == "done"
     assert summary["run"]["activities_created"] == 1

@@ -34,7 +34,7 @@ def test_run_demo_ends_consistent_and_reports_the_figures(capsys, monkeypatch, t
     # The operator's view, as `flask strava status` prints it.
     assert "subscription: " in out and "subscription: none" not in out
     assert re.search(r"queue strava: 0 queued, 0 running, \d+ scheduled, 0 failed", out)
-    assert re.search(r"last sweep: #\d+ done at .*: 3/3 riders, 0 deferred", out)
+    assert re.search(r"last nightly sweep: #\d+ done at .*: 3/3 riders, 0 deferred", out)
     activities = re.search(r"Activities +ours (\d+), Strava's (\d+), of which (\d+) visible", out)
     assert activities and activities[1] == activities[3]
     assert re.search(r"Nightly sweep +run \d+ done: 3 riders .* repaired \d+ created", out)

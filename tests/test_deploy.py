@@ -26,6 +26,7 @@ def test_vercel_entry_exposes_the_app(monkeypatch, tmp_path):
     import importlib.util
 
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path}/vercel.sqlite")
+    monkeypatch.setenv("INLINE_OK", "1")  # this test's deployment runs inline on purpose
     spec = importlib.util.spec_from_file_location("vercel_entry", ROOT / "api" / "index.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -60,3 +61,24 @@ def test_nightly_workflow_is_scheduled_and_manual_with_its_inputs():
 def test_procfile_runs_workers_with_the_scheduler_on_both_queues():
     procfile = (ROOT / "Procfile").read_text()
     assert "rq worker" in procfile and "--with-scheduler strava reconcile" in procfile
+
+
+@pytest.mark.parametrize(
+    ("max_riders", "refused"), [("abc", True), ("-1", True), ("2.5", True), ("25", False)]
+)
+def test_nightly_workflow_refuses_a_bad_max_riders_before_calling(tmp_path, max_riders, refused):
+    flow = yaml.safe_load((ROOT / ".github" / "workflows" / "reconcile.yml").read_text())
+    script = flow["jobs"]["sweep"]["steps"][0]["run"]
+    guard = script[: script.index("body=")]  # the checks before anything is sent
+    env = {"PATH": "/usr/bin:/bin", "MAX_RIDERS": max_riders, "APP_URL": "http://127.0.0.1:9"}
+    env["CRON_SECRET"] = "x"
+    result = subprocess.run(
+        ["bash", "-c", guard], env=env, capture_output=True, text=True, check=False
+    )
+    if refused:
+        assert result.returncode == 1
+        assert result.stdout.strip() == (
+            f"::error::max_riders must be empty or a whole number such as 25, not '{max_riders}'"
+        )
+    else:
+        assert (result.returncode, result.stdout) == (0, "")

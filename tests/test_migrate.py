@@ -268,5 +268,8 @@ def test_init_db_says_one_sentence_when_the_database_is_down():
     result = app.test_cli_runner().invoke(args=["init-db"])
 
     assert result.exit_code == 1
-    assert result.stderr.startswith("Error: the migration failed (OperationalError)")
+    assert result.stderr.strip() == (
+        "Error: the migration failed: DATABASE_URL: connection refused on 127.0.0.1:1: "
+        "start PostgreSQL or fix the host and port"
+    )
     assert len(result.stderr.strip().splitlines()) == 1

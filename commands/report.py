@@ -1,0 +1,102 @@
+"""`strava status`, `strava riders` and `strava leaderboard`: what an operator reads."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import click
+from flask.cli import with_appcontext
+
+from extension import current_services
+from models import overview
+from status import STALE_AFTER, collect_status, format_status
+
+_JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of lines.")
+
+
+@click.command("status")
+@with_appcontext
+@_JSON
+def status_command(as_json):
+    """Workers, queues, failures, budget, subscription, sweeps, riders, the last event."""
+    status = collect_status(current_services())
+    if as_json:
+        click.echo(json.dumps(status, indent=2, default=str))
+        return
+    for line in format_status(status):
+        click.echo(line)
+
+
+def _when(moment) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M") if moment else "never"
+
+
+def rider_list(svc) -> list[dict]:
+    """Every rider: id, name, athlete, state, last sync and Eddington numbers."""
+    now = datetime.now(UTC)
+    with svc.engine.connect() as conn:
+        rows = overview.rider_rows(conn)
+    return [
+        {
+            "id": r.id,
+            "name": r.name,
+            "athlete_id": r.athlete_id,
+            "state": overview.rider_state(r, now - STALE_AFTER),
+            "last_sync": r.last_sync.isoformat(timespec="seconds") if r.last_sync else None,
+            "eddington_km": r.eddington_number_km,
+            "eddington_miles": r.eddington_number_miles,
+            "leaderboard_hidden": bool(r.leaderboard_hidden),
+            "_last_sync": r.last_sync,
+        }
+        for r in rows
+    ]
+
+
+@click.command("riders")
+@with_appcontext
+@_JSON
+def riders_command(as_json):
+    """The riders: id, name, Strava athlete, state, last sync, Eddington numbers."""
+    riders = rider_list(current_services())
+    if as_json:
+        click.echo(json.dumps([{k: v for k, v in r.items() if k[0] != "_"} for r in riders]))
+        return
+    if not riders:
+        click.echo("no riders yet: share the connect link (/strava/connect)")
+        return
+    click.echo(f"{'id':>4}  {'name':<24} {'athlete':>10}  {'state':<15} {'last sync':<16}  km  mi")
+    for r in riders:
+        click.echo(
+            f"{r['id']:>4}  {r['name'][:24]:<24} {r['athlete_id'] or '-':>10}  "
+            f"{r['state']:<15} {_when(r['_last_sync']):<16} "
+            f"{r['eddington_km'] or 0:>3} {r['eddington_miles'] or 0:>3}"
+        )
+
+
+@click.command("leaderboard")
+@with_appcontext
+@click.option("--km", is_flag=True, help="Rank by kilometres.  [default: miles]")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(min=1))
+@_JSON
+def leaderboard_command(km, limit, as_json):
+    """Connected riders ranked by Eddington number (riders who hid themselves are left out)."""
+    key = "eddington_km" if km else "eddington_miles"
+    shown = [
+        r
+        for r in rider_list(current_services())
+        if r["state"] in ("current", "stale") and not r["leaderboard_hidden"]
+    ]
+    shown.sort(key=lambda r: (-(r[key] or 0), r["name"], r["id"]))
+    shown = shown[:limit]
+    if as_json:
+        board = [{"place": i, "id": r["id"], "name": r["name"], "eddington": r[key] or 0}
+                 for i, r in enumerate(shown, start=1)]  # fmt: skip
+        click.echo(json.dumps({"unit": "km" if km else "miles", "riders": board}))
+        return
+    unit = "km" if km else "mi"
+    click.echo(f"Eddington leaderboard (E days of at least E {unit}):")
+    if not shown:
+        click.echo("  nobody yet")
+    for place, r in enumerate(shown, start=1):
+        click.echo(f"  {place:>3}. {r['name'][:24]:<24} {r[key] or 0:>4} {unit}")

@@ -1,0 +1,97 @@
+"""Known failures as one sentence for a person: the variable to check and the fix.
+
+The CLI, the web app's start-up, `/healthz`, the cron endpoint and workers all explain a bad
+configuration, an unreachable or empty database and an unreachable Redis with the same words.
+The traceback, when there is one, goes to the log at debug level only.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import urlsplit
+
+import click
+import redis
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from config import ConfigError
+from migrate import MigrationError, check_at_head, current
+
+INIT_DB = "run flask --app app init-db"
+START_WORKER = 'rq worker --url "$REDIS_URL" --with-scheduler strava reconcile'
+_MISSING_DB = re.compile(r'database "([^"]+)" does not exist')
+_MISSING_TABLE = re.compile(r'no such table|relation "[^"]+" does not exist')
+_SERVER = re.compile(r'server at "([^"]+)"(?: \([^)]*\))?, port (\d+)')
+_PASSWORD = re.compile(r"password authentication failed for user \"([^\"]+)\"")
+
+
+class StartupError(click.ClickException):
+    """A process cannot start as configured; the message is one sentence for a person.
+
+    A ClickException, so `flask --app app ...` prints `Error: <sentence>` and exits 1 when the
+    app factory raises it.
+    """
+
+
+def _where(url: str | None, default_port: int) -> str:
+    parts = urlsplit(url or "")
+    try:
+        port = parts.port or default_port
+    except ValueError:
+        port = default_port
+    return f"{parts.hostname or 'localhost'}:{port}"
+
+
+def _database(exc: SQLAlchemyError, url: str | None) -> str:
+    text = str(getattr(exc, "orig", None) or exc)
+    if found := _MISSING_DB.search(text):
+        return f"DATABASE_URL: database {found.group(1)} does not exist: create it, or fix the name"
+    if _MISSING_TABLE.search(text):
+        return f"tables missing: {INIT_DB}"
+    if found := _PASSWORD.search(text):
+        return f"DATABASE_URL: the password of user {found.group(1)} was refused"
+    if "refused" in text.lower() or "could not connect" in text.lower():
+        found = _SERVER.search(text)
+        where = f"{found[1]}:{found[2]}" if found else _where(url, 5432)
+        return (
+            f"DATABASE_URL: connection refused on {where}: start PostgreSQL "
+            "or fix the host and port"
+        )
+    if "unable to open database file" in text:
+        return "DATABASE_URL: the SQLite file cannot be opened: check that its folder exists"
+    return f"DATABASE_URL: the database answered {type(exc).__name__}: check DATABASE_URL"
+
+
+def _redis(exc: redis.RedisError, url: str | None) -> str:
+    if isinstance(exc, redis.AuthenticationError):
+        return "REDIS_URL: Redis refused the password"
+    if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
+        return f"REDIS_URL: cannot reach Redis on {_where(url, 6379)}: start Redis or fix REDIS_URL"
+    return f"REDIS_URL: Redis answered {type(exc).__name__}"
+
+
+def explain(exc: BaseException, settings: dict | None = None) -> str | None:
+    """One sentence for a failure we know, or None for one we do not."""
+    settings = settings or {}
+    if isinstance(exc, ConfigError | StartupError | MigrationError):
+        return str(exc)
+    if isinstance(exc, SQLAlchemyError):
+        return _database(exc, settings.get("DATABASE_URL"))
+    if isinstance(exc, redis.RedisError):
+        return _redis(exc, settings.get("REDIS_URL"))
+    return None
+
+
+KNOWN = (ConfigError, StartupError, MigrationError, SQLAlchemyError, redis.RedisError)
+
+
+def check_database(engine: Engine, settings: dict) -> str | None:
+    """What is wrong with the database (down, missing, not at the needed revision), or None."""
+    try:
+        if current(engine) is None:
+            return f"tables missing: {INIT_DB}"
+        check_at_head(engine)
+    except KNOWN as exc:
+        return explain(exc, settings)
+    return None

@@ -1,0 +1,146 @@
+"""docs/deploy.md's rehearsal, step by step, against `flask --app app simulate` as a process.
+
+The simulator, gunicorn (`wsgi:app`) and, with real services, two `rq worker` processes run as an
+operator starts them; the admin commands run as subprocesses with the same environment.
+"""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+from conftest import REAL_DATABASE, REAL_REDIS
+from e2e_support import BIN, ROOT, free_port, wait_until
+
+import models
+from config import database_url as normalise
+
+KEY = "Zm9vYmFyYmF6cXV4Zm9vYmFyYmF6cXV4Zm9vYmFyYmE="
+
+
+def start(args, env, log: Path, stdout=None) -> subprocess.Popen:
+    """Start a process; its output goes to a log file (a full pipe would block it)."""
+    with log.open("w") as sink:
+        return subprocess.Popen(
+            args, cwd=ROOT, env=env, stdout=stdout or sink, stderr=sink, text=True
+        )
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        process.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+
+
+def flask(env, *args) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "app", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+@pytest.fixture
+def environment(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STRAVA_", "TEST_"))}
+    env.update(PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1", TOKEN_ENCRYPTION_KEY=KEY)
+    env.update(STRAVA_VERIFY_TOKEN="rehearsal", CRON_SECRET="rehearsal")
+    env["SECRET_KEY"] = "rehearsal-session-key"  # the web processes must share it
+    env.pop("REDIS_URL", None)
+    if REAL_DATABASE:
+        engine = models.make_engine(normalise(REAL_DATABASE, ""))
+        models.drop_all(engine)
+        engine.dispose()
+        env["DATABASE_URL"] = REAL_DATABASE
+    else:
+        env["DATABASE_URL"] = f"sqlite:///{tmp_path}/rehearsal.sqlite"
+    if REAL_REDIS:
+        import redis
+
+        redis.Redis.from_url(REAL_REDIS).flushdb()
+        env["REDIS_URL"] = REAL_REDIS
+    else:
+        env["INLINE_OK"] = "1"  # the guide's no-services variant: one process runs the jobs
+    return env
+
+
+def test_the_guide_rehearsed_against_flask_simulate(environment, tmp_path):
+    env = environment
+    processes = []
+    simulate = [sys.executable, "-m", "flask", "--app", "app", "simulate", "--port", "0"]
+    worker = [str(BIN / "rq"), "worker", "--with-scheduler", "strava", "reconcile"]
+    try:
+        # Terminal 1: the simulator.
+        simulator = start(simulate, env, tmp_path / "sim.log", stdout=subprocess.PIPE)
+        processes.append(simulator)
+        sim = re.search(r"on (http://127\.0\.0\.1:\d+)", simulator.stdout.readline())[1]
+        env.update(STRAVA_API_URL=f"{sim}/api/v3", STRAVA_OAUTH_URL=f"{sim}/oauth")
+        env.update(STRAVA_CLIENT_ID="4242", STRAVA_CLIENT_SECRET="sim-client-secret")
+
+        # Terminal 2: the database, the web app, the workers.
+        assert "Database ready" in flask(env, "init-db").stdout
+        port = free_port()
+        app = f"http://127.0.0.1:{port}"
+        workers = "1" if "INLINE_OK" in env else "2"
+        web = [str(BIN / "gunicorn"), "-w", workers, "-b", f"127.0.0.1:{port}", "wsgi:app"]
+        processes.append(start(web, env, tmp_path / "web.log"))
+
+        def healthy():
+            try:
+                return requests.get(f"{app}/healthz", timeout=5).status_code == 200
+            except requests.RequestException:
+                return False  # still booting
+
+        wait_until(healthy, timeout=60, what="gunicorn to answer /healthz")
+        if REAL_REDIS:
+            for i in range(2):
+                processes.append(start([*worker, "--url", REAL_REDIS], env, tmp_path / f"w{i}.log"))
+        callback = f"{app}/api/strava/webhook"
+        created = flask(env, "strava", "subscription", "create", "--callback-url", callback)
+        assert "Subscription created" in created.stdout
+
+        # A rider connects: make an athlete, log in as them, open the connect page.
+        names = {"firstname": "Ada", "lastname": "Lovelace"}
+        athlete = requests.post(f"{sim}/_sim/athletes", json=names, timeout=5).json()["id"]
+        requests.post(f"{sim}/_sim/login", json={"athlete_id": athlete}, timeout=5)
+        with requests.Session() as browser:
+            page = browser.get(f"{app}/strava/connect", timeout=10)
+        assert (page.status_code, "Ada" in page.text) == (200, True), page.text
+
+        # The rider uploads a ride; Strava pushes the event.
+        ride = {"name": "Hills", "distance": 42000}
+        uploaded = requests.post(f"{sim}/_sim/athletes/{athlete}/activities", json=ride, timeout=5)
+        assert uploaded.status_code == 201
+        delivered = requests.post(f"{sim}/_sim/events/deliver", timeout=10).json()
+        assert delivered["delivered"] == 1
+
+        def status():
+            data = json.loads(flask(env, "strava", "status", "--json").stdout)
+            return data if data["events_24h"].get("done") == 1 else None
+
+        data = wait_until(status, timeout=90, what="the event to be done")
+        assert data["riders"]["current"] == 1
+        state = requests.get(f"{sim}/_sim/state", timeout=5).json()
+        assert data["subscription_id"] == state["subscription"]["id"]
+        if REAL_REDIS:
+            assert data["queues"]["strava"]["workers"] == 2 and data["warnings"] == []
+        riders = flask(env, "strava", "riders").stdout
+        assert "Ada Lovelace" in riders and "current" in riders
+    finally:
+        for process in reversed(processes):
+            stop(process)
