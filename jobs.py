@@ -74,10 +74,13 @@ def enqueue(svc: Services, func, *args, queue="strava", at=None, job_id=None, me
         on_failure=Callback(mark_failed),
     )
     q = svc.queue(queue)
-    if at is None:
-        job = q.enqueue(func, *args, **kwargs, **options)
-    else:
-        job = q.enqueue_at(at, func, *args, **kwargs, **options)
+    # One round trip: RQ's queue registration, job hash and push go out as one pipeline.
+    with svc.redis.pipeline() as pipe:
+        if at is None:
+            job = q.enqueue(func, *args, **kwargs, **options, pipeline=pipe)
+        else:
+            job = q.enqueue_at(at, func, *args, **kwargs, **options, pipeline=pipe)
+        pipe.execute()
     inline.jobs_queued(svc)
     return job
 
@@ -107,14 +110,21 @@ def _in(seconds: float) -> datetime:
     return datetime.now(UTC) + timedelta(seconds=seconds)
 
 
+def _created_fetch_at(svc: Services, fields: dict) -> datetime | None:
+    """When a create event's fetch should run: after the delay, when most first edits are in."""
+    delay = svc.config.get("CREATE_FETCH_DELAY_SECONDS", 0)
+    if fields["aspect_type"] != "create" or not delay:
+        return None
+    return datetime.fromtimestamp(svc.clock() + delay, UTC)
+
+
 def queue_event(svc: Services, event_id: int, fields: dict) -> None:
-    """Queue the work for a stored event and mark it queued; raises redis errors to the caller."""
+    """Queue the work for a stored event (stored as queued); raises redis errors to the caller."""
     if fields["object_type"] == "athlete":
         _queue_revocation_check(svc, fields["owner_id"])
     else:
-        queue_activity_sync(svc, fields["owner_id"], fields["object_id"])
-    with svc.engine.begin() as conn:
-        models.mark_queued(conn, event_id)
+        at = _created_fetch_at(svc, fields)
+        queue_activity_sync(svc, fields["owner_id"], fields["object_id"], at=at)
 
 
 def requeue_pending(svc: Services, older_than: float = 30, limit: int = 500) -> int:
@@ -124,6 +134,8 @@ def requeue_pending(svc: Services, older_than: float = 30, limit: int = 500) -> 
         rows = [r for r in models.pending_events(conn, limit) if r.received_at <= cutoff]
     for row in rows:
         queue_event(svc, row.id, dict(row._mapping))
+        with svc.engine.begin() as conn:
+            models.mark_queued(conn, row.id)
     return len(rows)
 
 

@@ -121,12 +121,23 @@ def fresh_tables(url: str = BENCH_DATABASE_URL) -> Iterator:
 
     engine = models.make_engine(config.database_url(url, ""))
     try:
-        models.metadata.drop_all(engine)
+        drop_tables(engine)
         models.init_db(engine)
         yield engine
     finally:
-        models.metadata.drop_all(engine)
+        drop_tables(engine)
         engine.dispose()
+
+
+def drop_tables(engine) -> None:
+    """Drop the app's tables and Alembic's record of them, so init-db creates them again."""
+    import sqlalchemy as sa
+
+    import models
+
+    models.metadata.drop_all(engine)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE IF EXISTS alembic_version"))
 
 
 # -- round trips -----------------------------------------------------------------------------------

@@ -22,10 +22,12 @@ from .events import (
     event_identity,
     fail_stale_events,
     insert_event,
+    mark_pending,
     mark_queued,
     open_events,
     pending_events,
     set_event_status,
+    store_event,
     unannounced,
 )
 from .riders import (
@@ -97,6 +99,7 @@ __all__ = [
     "insert_event",
     "kv",
     "make_engine",
+    "mark_pending",
     "mark_queued",
     "metadata",
     "now",
@@ -111,6 +114,7 @@ __all__ = [
     "set_event_status",
     "set_setting",
     "stale_riders",
+    "store_event",
     "store_tokens",
     "strava_activity",
     "strava_connection",

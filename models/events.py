@@ -10,7 +10,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from .schema import _insert, now, webhook_event
+from .schema import UTCDateTime, _insert, now, strava_connection, webhook_event
 
 
 def event_identity(fields: dict) -> str:
@@ -37,6 +37,56 @@ def insert_event(conn: Connection, fields: dict, status: str, error: str | None 
     stmt = _insert(conn, webhook_event).values(**values)
     stmt = stmt.on_conflict_do_nothing(index_elements=["identity"]).returning(webhook_event.c.id)
     return conn.execute(stmt).scalar()
+
+
+def store_event(conn: Connection, fields: dict, unhandled: str | None):
+    """Store an event in one statement, choosing its status in SQL; returns (id, status, error).
+
+    The status is `queued` when the event is handled (`unhandled` is None) and its athlete is
+    connected, else `ignored` with the reason. The id is None when this exact event was stored
+    before. One round trip: the webhook answers Strava while others wait for a connection.
+    """
+    owner, received = fields["owner_id"], now()
+    connected = sa.exists().where(
+        strava_connection.c.athlete_id == owner, strava_connection.c.deauthorized_at.is_(None)
+    )
+    not_ours = f"athlete {owner} is not connected to us"
+    if unhandled is None:
+        status = sa.case((connected, "queued"), else_="ignored")
+        error = sa.case((connected, sa.null()), else_=not_ours)
+        processed = sa.case((connected, sa.null()), else_=sa.literal(received, UTCDateTime))
+    else:
+        status, error = sa.literal("ignored"), sa.literal(unhandled)
+        processed = sa.literal(received, UTCDateTime)
+    constants = dict(
+        fields,
+        updates=json.dumps(fields["updates"], sort_keys=True),
+        identity=event_identity(fields),
+        received_at=received,
+        attempts=0,
+    )
+    columns = [webhook_event.c[name] for name in constants]
+    row = [sa.literal(v, webhook_event.c[k].type) for k, v in constants.items()]
+    row += [status, error, processed]
+    columns += [webhook_event.c.status, webhook_event.c.error, webhook_event.c.processed_at]
+    # `WHERE true` lets SQLite tell the SELECT from the ON CONFLICT clause that follows it.
+    select = sa.select(*row).where(sa.true())
+    stmt = _insert(conn, webhook_event).from_select(columns, select)
+    stmt = stmt.on_conflict_do_nothing(index_elements=["identity"]).returning(
+        webhook_event.c.id, webhook_event.c.status, webhook_event.c.error
+    )
+    found = conn.execute(stmt).first()
+    return (None, None, None) if found is None else tuple(found)
+
+
+def mark_pending(conn: Connection, event_id: int) -> None:
+    """Put a queued event back to pending: its job could not be queued (Redis unreachable)."""
+    table = webhook_event
+    conn.execute(
+        table.update()
+        .where(table.c.id == event_id, table.c.status == "queued")
+        .values(status="pending")
+    )
 
 
 def set_event_status(conn: Connection, event_ids: Iterable[int], status: str, error=None) -> None:

@@ -30,7 +30,8 @@ ENV_NAMES = (
     "STRAVA_OAUTH_URL", "STRAVA_CALLBACK_URL", "STRAVA_SUBSCRIPTION_ID", "DATABASE_URL",
     "REDIS_URL", "CRON_SECRET", "TOKEN_ENCRYPTION_KEY", "STRAVA_RATE_LIMITS",
     "STRAVA_READ_RATE_LIMITS", "RECONCILE_RESERVE", "RECONCILE_LOOKBACK_DAYS",
-    "EDDINGTON_SPORT_TYPES",
+    "EDDINGTON_SPORT_TYPES", "RECONCILE_MIN_SHARE", "VERIFY_HISTORY_DAYS",
+    "CREATE_FETCH_DELAY_SECONDS",
 )  # fmt: skip
 
 
@@ -82,6 +83,7 @@ def make_app(database_url: str, sim: StravaSim | None = None, *, init_db=True, *
         "INLINE_WORKER": False,
         "STRAVA_VERIFY_TOKEN": VERIFY_TOKEN,
         "CRON_SECRET": CRON_SECRET,
+        "CREATE_FETCH_DELAY_SECONDS": 0,  # fetch at once; the delay's own tests set one
     }
     if sim is not None:
         settings.update(
