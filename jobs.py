@@ -106,8 +106,9 @@ def queue_activity_sync(svc: Services, owner_id: int, activity_id: int, at=None,
     return True
 
 
-def _in(seconds: float) -> datetime:
-    return datetime.now(UTC) + timedelta(seconds=seconds)
+def _in(svc: Services, seconds: float) -> datetime:
+    # The services' clock, so a driven clock (bench/day.py) schedules retries in its own time.
+    return datetime.fromtimestamp(svc.clock() + seconds, UTC)
 
 
 def _created_fetch_at(svc: Services, fields: dict) -> datetime | None:
@@ -115,7 +116,7 @@ def _created_fetch_at(svc: Services, fields: dict) -> datetime | None:
     delay = svc.config.get("CREATE_FETCH_DELAY_SECONDS", 0)
     if fields["aspect_type"] != "create" or not delay:
         return None
-    return datetime.fromtimestamp(svc.clock() + delay, UTC)
+    return _in(svc, delay)
 
 
 def queue_event(svc: Services, event_id: int, fields: dict) -> None:
@@ -163,7 +164,9 @@ def sync_activity(owner_id: int, activity_id: int, not_found_retry: int = 0) -> 
     lock = svc.redis.lock(f"strava-sync:activity-lock:{activity_id}", timeout=FETCH_LOCK_TTL)
     if not lock.acquire(blocking=False):
         # Another fetch of this activity is running; this one must come after it, not beside it.
-        queue_activity_sync(svc, owner_id, activity_id, at=_in(10), not_found_retry=not_found_retry)
+        queue_activity_sync(
+            svc, owner_id, activity_id, at=_in(svc, 10), not_found_retry=not_found_retry
+        )
         return "busy: fetch handed to a later job"
     try:
         if job is not None:
@@ -236,7 +239,7 @@ def _not_found(svc, rider_id, owner_id, activity_id, events, not_found_retry) ->
             return "failed: not found after create"
     delay = NOT_FOUND_RETRIES[not_found_retry]
     retry = not_found_retry + 1
-    queue_activity_sync(svc, owner_id, activity_id, at=_in(delay), not_found_retry=retry)
+    queue_activity_sync(svc, owner_id, activity_id, at=_in(svc, delay), not_found_retry=retry)
     return f"not found yet: retrying in {delay} s"
 
 

@@ -11,6 +11,7 @@ import redis
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 
 import models
+import reconcile
 from services import QUEUES, Services
 
 
@@ -44,6 +45,21 @@ def _queues(svc: Services) -> dict:
     return result
 
 
+def _sweep_capacity(svc: Services, budget: dict, events_24h: dict) -> dict:
+    """Riders beyond the sweep's 48-hour reach, given the last day's events (each a read)."""
+    with svc.engine.connect() as conn:
+        riders = models.count_connected(conn, None)
+    realtime = sum(n for status, n in events_24h.items() if status != "ignored")
+    beyond, needed = reconcile.sweep_capacity(
+        riders,
+        budget["read"]["limit_day"],
+        realtime,
+        reserve=svc.config["RECONCILE_RESERVE"],
+        min_share=svc.config["RECONCILE_MIN_SHARE"],
+    )
+    return {"riders_beyond": beyond, "read_limit_needed": needed}
+
+
 def collect_status(svc: Services) -> dict:
     """Everything an operator checks at a glance, as JSON-ready data."""
     now = datetime.now(UTC)
@@ -64,6 +80,7 @@ def collect_status(svc: Services) -> dict:
     try:
         status["queues"] = _queues(svc)
         status["budget"] = svc.budget.snapshot()
+        status["sweep_capacity"] = _sweep_capacity(svc, status["budget"], status["events_24h"])
     except redis.RedisError as exc:
         status["redis"] = f"down: {type(exc).__name__}"
     return status
@@ -99,6 +116,12 @@ def format_status(status: dict) -> list[str]:
             )
     if "redis" in status:
         lines.append(f"redis: {status['redis']}")
+    if "sweep_capacity" in status:
+        c = status["sweep_capacity"]
+        lines.append(
+            f"riders beyond capacity: {c['riders_beyond']} "
+            f"(needs a read limit of {c['read_limit_needed']}/day)"
+        )
     sweep = status["last_sweep"]
     if sweep:
         lines.append(
