@@ -6,18 +6,22 @@ services (engine, Redis client, Strava client) again: about 0.3 s of CPU a job. 
 the job modules and builds the services in the parent, so each horse inherits them ready. A horse
 must never use the database connections it inherited (the parent's sockets), so it drops them from
 its pool without closing them, and opens its own. Between jobs the parent runs the recovery pass:
-events stored while Redis was unreachable get their jobs (the webhook no longer does this).
+events stored while Redis was unreachable get their jobs (the webhook no longer does this), and
+once a day, after the sweep has started, the history checks are planned (history.py).
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 
 import redis
 import rq
 from sqlalchemy.exc import SQLAlchemyError
 
+import history
 import jobs  # the job modules, imported once in the parent (jobs imports reconcile and models)
+import models
 import services
 from services import Services
 
@@ -35,7 +39,24 @@ def recover(svc: Services) -> int:
     """
     if not svc.redis.set(RECOVERY_KEY, 1, nx=True, ex=RECOVERY_EVERY):
         return 0
+    history.queue_checks(svc)  # once a day, after the sweep started
     return jobs.requeue_pending(svc, limit=RECOVERY_BATCH)
+
+
+def warm_up(svc: Services) -> None:
+    """Connect once and compile the jobs' common queries, so every horse inherits them ready.
+
+    The first connection sets the dialect up and loads the driver's lazy parts; compiled SQL is
+    cached by the engine. Both would otherwise be paid again in every horse.
+    """
+    try:
+        with svc.engine.connect() as conn:
+            models.get_connection_by_athlete(conn, 0)
+            models.get_connection(conn, 0)
+            models.open_events(conn, "activity", 0)
+            models.pending_events(conn, 1)
+    except SQLAlchemyError as exc:
+        log.warning("could not warm up the database connection (%s); jobs will connect", exc)
 
 
 class Worker(rq.Worker):
@@ -45,6 +66,11 @@ class Worker(rq.Worker):
         kwargs.setdefault("maintenance_interval", RECOVERY_EVERY)
         super().__init__(*args, **kwargs)
         self.services = services.current()  # built from the environment, once, before any fork
+        warm_up(self.services)
+        # What exists now is shared with every horse: kept out of the garbage collector's reach,
+        # the horse's collections do not write to those pages, so the fork copies few of them.
+        gc.collect()
+        gc.freeze()
 
     def run_maintenance_tasks(self) -> None:
         """RQ's registry cleaning, then our recovery pass."""

@@ -30,6 +30,7 @@ from .events import (
     store_event,
     unannounced,
 )
+from .history import riders_to_verify
 from .riders import (
     count_connected,
     create_rider,
@@ -109,6 +110,7 @@ __all__ = [
     "rider_activities",
     "riders",
     "riders_to_reconcile",
+    "riders_to_verify",
     "same_activity",
     "save_connection",
     "set_event_status",
