@@ -566,8 +566,8 @@ def print_scale(world: World, cast: list[DemoRider], tally: Tally, mine: dict) -
     """Reads per rider-day against the floor, the sweep's 48-hour reach, windows, memory."""
     sim, riders = world.sim, len(cast)
     reads = sim.requests["GET /activities/{id}"] + sim.requests["GET /athlete/activities"]
-    floor = (tally.done["upload"] + riders) / riders  # 1 a new activity + 1 a rider's sweep
     swept = len(tally.reconciled_at)
+    floor = (tally.done["upload"] + swept) / riders  # 1 a new activity + 1 a rider swept
     realtime = sim.requests["GET /activities/{id}"]
     beyond, needed = reconcile.sweep_capacity(
         riders, DAILY_READS, realtime, reserve=RESERVE, min_share=MIN_SHARE
