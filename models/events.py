@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Iterable
 from datetime import datetime
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from .schema import UTCDateTime, _insert, now, strava_connection, webhook_event
@@ -46,37 +48,49 @@ def store_event(conn: Connection, fields: dict, unhandled: str | None):
     connected, else `ignored` with the reason. The id is None when this exact event was stored
     before. One round trip: the webhook answers Strava while others wait for a connection.
     """
-    owner, received = fields["owner_id"], now()
-    connected = sa.exists().where(
-        strava_connection.c.athlete_id == owner, strava_connection.c.deauthorized_at.is_(None)
-    )
-    not_ours = f"athlete {owner} is not connected to us"
-    if unhandled is None:
-        status = sa.case((connected, "queued"), else_="ignored")
-        error = sa.case((connected, sa.null()), else_=not_ours)
-        processed = sa.case((connected, sa.null()), else_=sa.literal(received, UTCDateTime))
-    else:
-        status, error = sa.literal("ignored"), sa.literal(unhandled)
-        processed = sa.literal(received, UTCDateTime)
-    constants = dict(
+    params = dict(
         fields,
         updates=json.dumps(fields["updates"], sort_keys=True),
         identity=event_identity(fields),
-        received_at=received,
-        attempts=0,
+        received_at=now(),
+        not_ours=f"athlete {fields['owner_id']} is not connected to us",
+        unhandled=unhandled,
     )
-    columns = [webhook_event.c[name] for name in constants]
-    row = [sa.literal(v, webhook_event.c[k].type) for k, v in constants.items()]
-    row += [status, error, processed]
-    columns += [webhook_event.c.status, webhook_event.c.error, webhook_event.c.processed_at]
-    # `WHERE true` lets SQLite tell the SELECT from the ON CONFLICT clause that follows it.
-    select = sa.select(*row).where(sa.true())
-    stmt = _insert(conn, webhook_event).from_select(columns, select)
-    stmt = stmt.on_conflict_do_nothing(index_elements=["identity"]).returning(
-        webhook_event.c.id, webhook_event.c.status, webhook_event.c.error
-    )
-    found = conn.execute(stmt).first()
+    stmt = _store_statement(conn.dialect.name, unhandled is None)
+    found = conn.execute(stmt, params).first()
     return (None, None, None) if found is None else tuple(found)
+
+
+_STORED = ("subscription_id", "object_type", "object_id", "aspect_type", "owner_id", "event_time")
+
+
+@functools.cache
+def _store_statement(dialect: str, handled: bool):
+    """store_event's INSERT ... SELECT, built once per dialect and kind (parameters bound later)."""
+    table, p = webhook_event, sa.bindparam
+    connected = sa.exists().where(
+        strava_connection.c.athlete_id == p("owner_id"),
+        strava_connection.c.deauthorized_at.is_(None),
+    )
+    received = p("received_at", type_=UTCDateTime)
+    if handled:
+        status = sa.case((connected, "queued"), else_="ignored")
+        error = sa.case((connected, sa.null()), else_=p("not_ours", type_=sa.Text))
+        processed = sa.case((connected, sa.null()), else_=received)
+    else:
+        status, error, processed = sa.literal("ignored"), p("unhandled", type_=sa.Text), received
+    names = [*_STORED, "updates", "identity", "received_at"]
+    values = [p(n, type_=table.c[n].type) for n in names]
+    columns = [table.c[n] for n in names]
+    columns += [table.c.attempts, table.c.status, table.c.error, table.c.processed_at]
+    # `WHERE true` lets SQLite tell the SELECT from the ON CONFLICT clause that follows it.
+    select = sa.select(*values, sa.literal(0), status, error, processed).where(sa.true())
+    insert = (postgresql if dialect == "postgresql" else sqlite).insert(table)
+    return (
+        insert.from_select(columns, select)
+        .on_conflict_do_nothing(index_elements=["identity"])
+        .returning(table.c.id, table.c.status, table.c.error)
+    )
 
 
 def mark_pending(conn: Connection, event_id: int) -> None:
