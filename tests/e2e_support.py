@@ -258,8 +258,8 @@ class Stack:
         try:
             with self.http.get(self.url + "/healthz", timeout=2) as response:
                 return response.status_code == 200
-        except requests.ConnectionError:
-            return False
+        except (requests.ConnectionError, requests.Timeout):
+            return False  # not up yet, or its first request (the schema check) is slow under load
 
     def create_subscription(self) -> None:
         """`flask strava subscription create`, as an operator runs it: Strava validates us."""
