@@ -83,6 +83,8 @@ def verify_page(
     """Compare one page of the rider's history; returns (the next cursor or None, what changed)."""
     with svc.engine.connect() as conn:
         connection = models.get_connection(conn, rider_id)
+    if connection is None or connection.deauthorized_at is not None:
+        return None, reconcile.Repair()  # gone since planned: nothing of theirs is left to check
     before = before or int(svc.clock()) + 1
     token = access_token(svc, rider_id)
     listed_at = models.now()

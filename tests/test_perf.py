@@ -278,3 +278,15 @@ def test_riders_to_verify_takes_the_least_recently_verified_first(history_app, s
         later = models.riders_to_verify(conn, now - timedelta(days=30), 10)
     assert due == [(second, 0), (first, 0)]
     assert later == [(second, 0)]
+
+
+def test_verify_history_of_a_rider_gone_since_planning_reads_nothing(history_app, sim):
+    svc = history_app.extensions["strava_sync"]
+    rider_id, *_ = backfilled(history_app, sim)
+    with svc.engine.begin() as conn:
+        models.deauthorize(conn, rider_id)
+        run_id = models.create_run(conn, "verify", "test")
+    before = sim.requests[LIST]
+    with services.bind(svc):
+        assert history.verify_history(rider_id, run_id) == "verified"
+    assert sim.requests[LIST] == before
