@@ -440,7 +440,7 @@ def main() -> None:
         "--workers", type=int, default=2, help="gunicorn workers (default 2: one a core here)"
     )
     parser.add_argument(
-        "--threads", type=int, default=1, help="threads a worker (default 1: gunicorn's sync)"
+        "--threads", type=int, default=4, help="threads a worker (default 4, as in the Procfile)"
     )
     parser.add_argument("--generator", choices=("auto", "wrk", "python"), default="auto")
     parser.add_argument("--redis-url", default=BENCH_REDIS_URL, help="wiped before and after")
