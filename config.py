@@ -49,6 +49,12 @@ def _positive_int(name: str, raw: str) -> int:
     return int(raw)
 
 
+def _seconds(name: str, raw: str) -> int:
+    if not raw.strip().isdigit():
+        raise ConfigError(f"{name} must be a whole number of seconds (0 or more), got {raw!r}")
+    return int(raw)
+
+
 def database_url(raw: str | None, instance_path: str) -> str:
     """Turn DATABASE_URL (or its absence) into a SQLAlchemy URL using psycopg 3 for PostgreSQL."""
     if not raw:
@@ -151,6 +157,14 @@ def from_environ(environ: dict[str, str] | None = None, instance_path: str = "in
         "DEPLOYED": False,
         # The time source (epoch seconds); tests and the simulator pass their own.
         "CLOCK": None,
+        # Performance and scale (#15): the sweep's daily share, history checks, the create delay.
+        "RECONCILE_MIN_SHARE": _fraction("RECONCILE_MIN_SHARE", get("RECONCILE_MIN_SHARE", "0.25")),
+        "VERIFY_HISTORY_DAYS": _positive_int(
+            "VERIFY_HISTORY_DAYS", get("VERIFY_HISTORY_DAYS", "30")
+        ),
+        "CREATE_FETCH_DELAY_SECONDS": _seconds(
+            "CREATE_FETCH_DELAY_SECONDS", get("CREATE_FETCH_DELAY_SECONDS", "120")
+        ),
         "EDDINGTON_SPORT_TYPES": frozenset(
             t.strip()
             for t in get("EDDINGTON_SPORT_TYPES", "Ride,GravelRide,MountainBikeRide").split(",")

@@ -77,10 +77,13 @@ def enqueue(svc: Services, func, *args, queue="strava", at=None, job_id=None, me
         on_failure=Callback(mark_failed),
     )
     q = svc.queue(queue)
-    if at is None:
-        job = q.enqueue(func, *args, **kwargs, **options)
-    else:
-        job = q.enqueue_at(at, func, *args, **kwargs, **options)
+    # One round trip: RQ's queue registration, job hash and push go out as one pipeline.
+    with svc.redis.pipeline() as pipe:
+        if at is None:
+            job = q.enqueue(func, *args, **kwargs, **options, pipeline=pipe)
+        else:
+            job = q.enqueue_at(at, func, *args, **kwargs, **options, pipeline=pipe)
+        pipe.execute()
     inline.jobs_queued(svc)
     return job
 
@@ -107,20 +110,28 @@ def queue_activity_sync(svc: Services, owner_id: int, activity_id: int, at=None,
     return True
 
 
-def _in(seconds: float) -> datetime:
-    return datetime.now(UTC) + timedelta(seconds=seconds)
+def _in(svc: Services, seconds: float) -> datetime:
+    # The services' clock, so a driven clock (bench/day.py) schedules retries in its own time.
+    return datetime.fromtimestamp(svc.clock() + seconds, UTC)
+
+
+def _created_fetch_at(svc: Services, fields: dict) -> datetime | None:
+    """When a create event's fetch should run: after the delay, when most first edits are in."""
+    delay = svc.config.get("CREATE_FETCH_DELAY_SECONDS", 0)
+    if fields["aspect_type"] != "create" or not delay:
+        return None
+    return _in(svc, delay)
 
 
 def queue_event(svc: Services, event_id: int, fields: dict) -> None:
-    """Queue the work for a stored event and mark it queued; raises redis errors to the caller."""
+    """Queue the work for a stored event (stored as queued); raises redis errors to the caller."""
     if fields["object_type"] == "athlete":
         _queue_revocation_check(svc, fields["owner_id"])
     elif fields["aspect_type"] == "create" and allowance.spent(svc, fields["owner_id"]):
         _await_catch_up(svc, fields["owner_id"], fields["object_id"])  # no fetch job at all
     else:
-        queue_activity_sync(svc, fields["owner_id"], fields["object_id"])
-    with svc.engine.begin() as conn:
-        models.mark_queued(conn, event_id)
+        at = _created_fetch_at(svc, fields)
+        queue_activity_sync(svc, fields["owner_id"], fields["object_id"], at=at)
 
 
 def requeue_pending(svc: Services, older_than: float = 30, limit: int = 500) -> int:
@@ -130,6 +141,8 @@ def requeue_pending(svc: Services, older_than: float = 30, limit: int = 500) -> 
         rows = [r for r in models.pending_events(conn, limit) if r.received_at <= cutoff]
     for row in rows:
         queue_event(svc, row.id, dict(row._mapping))
+        with svc.engine.begin() as conn:
+            models.mark_queued(conn, row.id)
     return len(rows)
 
 
@@ -158,7 +171,9 @@ def sync_activity(owner_id: int, activity_id: int, not_found_retry: int = 0) -> 
     lock = svc.redis.lock(f"strava-sync:activity-lock:{activity_id}", timeout=FETCH_LOCK_TTL)
     if not lock.acquire(blocking=False):
         # Another fetch of this activity is running; this one must come after it, not beside it.
-        queue_activity_sync(svc, owner_id, activity_id, at=_in(10), not_found_retry=not_found_retry)
+        queue_activity_sync(
+            svc, owner_id, activity_id, at=_in(svc, 10), not_found_retry=not_found_retry
+        )
         return "busy: fetch handed to a later job"
     try:
         if job is not None:
@@ -236,7 +251,7 @@ def _not_found(svc, rider_id, owner_id, activity_id, events, not_found_retry) ->
             return "failed: not found after create"
     delay = NOT_FOUND_RETRIES[not_found_retry]
     retry = not_found_retry + 1
-    queue_activity_sync(svc, owner_id, activity_id, at=_in(delay), not_found_retry=retry)
+    queue_activity_sync(svc, owner_id, activity_id, at=_in(svc, delay), not_found_retry=retry)
     return f"not found yet: retrying in {delay} s"
 
 

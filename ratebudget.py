@@ -6,7 +6,10 @@ four against their caps and increments them only if all pass, so no amount of co
 overshoot. Counter keys embed their window's start and expire soon after it ends; time comes from
 an injectable clock, never from Redis. After each response the counters are raised to Strava's own
 usage and the limits it reports are stored in Redis for all workers. The bulk lane may use only
-`1 - reserve` of each window, leaving the rest for real-time fetches.
+`1 - reserve` of each window, leaving the rest for real-time fetches. The real-time lane may use
+only `1 - min_share` of the day, leaving the rest for the nightly sweep, whose own lane ("sweep")
+keeps the bulk lane's 15-minute share but may use the whole day: so however busy the day's
+events, the sweep always finds at least `min_share` of the day's budget.
 """
 
 from __future__ import annotations
@@ -28,12 +31,15 @@ HISTORY_TTL = 2 * DAY  # the admin page's chart reaches back 24 hours
 PER_MILLION = 1_000_000  # lane shares in integer parts per million, so Lua and Python floor alike
 
 # KEYS: the four counters, then the limits hash.
-# ARGV: lane share per million, then per counter (3 each): limits field, default limit, ttl.
+# ARGV: lane share per million, then per counter (3 each): limits field, default limit, ttl;
+# last, the lane's share of the daily counters (the first two), per million.
 _TAKE = """
 for i = 1, 4 do
   local a = 1 + (i - 1) * 3
   local limit = tonumber(redis.call('HGET', KEYS[5], ARGV[a + 1]) or ARGV[a + 2])
-  local cap = math.floor(limit * tonumber(ARGV[1]) / 1000000)
+  local share = ARGV[1]
+  if i <= 2 then share = ARGV[14] end
+  local cap = math.floor(limit * tonumber(share) / 1000000)
   local used = tonumber(redis.call('GET', KEYS[i]) or '0')
   if used >= cap then return {i, used, cap} end
 end
@@ -104,6 +110,7 @@ class RateBudget:
         limits=(200, 2000),
         read_limits=(100, 1000),
         reserve=0.2,
+        min_share=0.0,
         clock=time.time,
         prefix="strava-sync:budget",
     ):
@@ -114,7 +121,17 @@ class RateBudget:
         self.clock = clock
         self.prefix = prefix
         self._defaults = {"overall": tuple(limits), "read": tuple(read_limits)}
-        self._shares = {"realtime": PER_MILLION, "bulk": round((1 - reserve) * PER_MILLION)}
+        if not 0 <= min_share < 1:
+            raise ValueError(f"min_share must be in [0, 1), got {min_share!r}")
+        self.min_share = min_share
+        bulk = round((1 - reserve) * PER_MILLION)
+        self._shares = {"realtime": PER_MILLION, "bulk": bulk, "sweep": bulk}
+        # Each lane's share of the daily counters: real-time leaves min_share to the sweep.
+        self._day_shares = {
+            "realtime": round((1 - min_share) * PER_MILLION),
+            "bulk": bulk,
+            "sweep": PER_MILLION,
+        }
         self._take = redis.register_script(_TAKE)
         self._record = redis.register_script(_RECORD)
         self._sent = threading.local()  # when this thread's last permit was taken
@@ -126,6 +143,7 @@ class RateBudget:
         args = [share]
         for bucket, window in COUNTERS:
             args += [f"{bucket}:{window}", self._default(bucket, window), self._ttl(window, now)]
+        args.append(self._day_shares[lane])
         blocked, used, cap = self._take(keys=self._keys(now), args=args)
         if blocked:
             bucket, window = COUNTERS[blocked - 1]
@@ -162,13 +180,21 @@ class RateBudget:
 
     def available(self, lane: str = "bulk") -> dict:
         """Permits this lane may still take in this 15-minute window and today (both buckets)."""
-        share = self._share(lane)
+        shares = {"15m": self._share(lane), "day": self._day_shares[lane]}
         limits, used = self._read(self.clock())
-        left = {c: max(0, limits[c] * share // PER_MILLION - used[c]) for c in COUNTERS}
+        left = {c: max(0, limits[c] * shares[c[1]] // PER_MILLION - used[c]) for c in COUNTERS}
         return {
             "window": min(left[b, "15m"] for b in BUCKETS),
             "day": min(left[b, "day"] for b in BUCKETS),
         }
+
+    def sweep_allowance(self) -> int:
+        """Reads tonight's sweep may plan: the bulk lane's day, or at least min_share of the day."""
+        limits, _ = self._read(self.clock())
+        floor = min(limits[b, "day"] for b in BUCKETS) * round(self.min_share * PER_MILLION)
+        return min(
+            self.available("sweep")["day"], max(self.available("bulk")["day"], floor // PER_MILLION)
+        )
 
     def snapshot(self) -> dict:
         """A JSON-ready view of limits, usage and resets for status pages and the cron answer."""
@@ -214,7 +240,7 @@ class RateBudget:
 
     def _share(self, lane: str) -> int:
         if lane not in self._shares:
-            raise ValueError(f"unknown lane {lane!r}; expected 'realtime' or 'bulk'")
+            raise ValueError(f"unknown lane {lane!r}; expected 'realtime', 'bulk' or 'sweep'")
         return self._shares[lane]
 
     def _default(self, bucket: str, window: str) -> int:

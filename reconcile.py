@@ -9,6 +9,7 @@ least recently reconciled first, as many as the day's bulk budget allows; the re
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -101,13 +102,36 @@ class Repair:
 
 def plan_sweep(svc: Services, max_riders: int | None = None, rider_id: int | None = None):
     """Tonight's riders by today's remaining bulk budget: (planned rider ids, how many deferred)."""
-    capacity = svc.budget.available("bulk")["day"] // COST_PER_RIDER
+    # The sweep's own lane: however busy the day's events, at least RECONCILE_MIN_SHARE is left.
+    capacity = svc.budget.sweep_allowance() // COST_PER_RIDER
     if max_riders is not None:
         capacity = min(capacity, max_riders)
     with svc.engine.connect() as conn:
         planned = models.riders_to_reconcile(conn, rider_id, limit=capacity)
         deferred = models.count_connected(conn, rider_id) - len(planned)
     return planned, deferred
+
+
+def sweep_capacity(
+    riders: int,
+    read_limit_day: int,
+    realtime_reads: int,
+    *,
+    reserve: float,
+    min_share: float,
+    every_hours: int = 48,
+) -> tuple[int, int]:
+    """(riders the sweep cannot reach every `every_hours`, the daily read limit that would).
+
+    The sweep gets what the bulk lane leaves of a day with `realtime_reads` of real-time work,
+    and never less than `min_share` of the day.
+    """
+    sweep_reads = max(min_share * read_limit_day, (1 - reserve) * read_limit_day - realtime_reads)
+    reachable = int(sweep_reads * every_hours / 24) // COST_PER_RIDER
+    need = riders * COST_PER_RIDER * 24 / every_hours  # sweep reads a day
+    by_share = need / min_share if min_share else math.inf
+    needed = math.ceil(min(by_share, (need + realtime_reads) / (1 - reserve)))
+    return max(0, riders - reachable), needed
 
 
 def stagger(count: int, left_now: int, per_window: int, window_end: float) -> list[float | None]:
@@ -130,7 +154,7 @@ def sweep_start_times(svc: Services, count: int) -> list[float | None]:
         int(snapshot[b]["limit_15min"] * (1 - snapshot["reserve"])) for b in ("overall", "read")
     )
     _, window_end, _, _ = window_bounds(svc.clock())
-    return stagger(count, svc.budget.available("bulk")["window"], per_window, window_end)
+    return stagger(count, svc.budget.available("sweep")["window"], per_window, window_end)
 
 
 def lookback_start(now: datetime, last_reconciled_at: datetime | None, days: int) -> datetime:
@@ -148,7 +172,9 @@ def _list_all(svc: Services, token: str, scope: str, repair: Repair, **window) -
     short_page_ends = "activity:read_all" in (scope or "").split(",")
     items, page = [], 1
     while True:
-        batch = svc.client.list_activities(token, page=page, per_page=PER_PAGE, **window)
+        batch = svc.client.list_activities(
+            token, page=page, per_page=PER_PAGE, lane="sweep", **window
+        )
         repair.requests += 1
         items.extend(batch)
         if not batch or (short_page_ends and len(batch) < PER_PAGE):

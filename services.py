@@ -97,6 +97,7 @@ def build(settings: dict) -> Services:
         limits=settings["STRAVA_RATE_LIMITS"],
         read_limits=settings["STRAVA_READ_RATE_LIMITS"],
         reserve=settings["RECONCILE_RESERVE"],
+        min_share=settings.get("RECONCILE_MIN_SHARE", 0.0),
         clock=clock,
     )
     client = StravaClient(

@@ -15,6 +15,7 @@ from rq import Worker
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 
 import models
+import reconcile
 from diagnose import START_WORKER
 from models import overview
 from services import QUEUES, Services
@@ -81,6 +82,21 @@ def _age(moment: datetime | None, now: datetime) -> float | None:
     return None if moment is None else max(0.0, (now - moment).total_seconds())
 
 
+def _sweep_capacity(svc: Services, budget: dict, events_24h: dict) -> dict:
+    """Riders beyond the sweep's 48-hour reach, given the last day's events (each a read)."""
+    with svc.engine.connect() as conn:
+        riders = models.count_connected(conn, None)
+    realtime = sum(n for status, n in events_24h.items() if status != "ignored")
+    beyond, needed = reconcile.sweep_capacity(
+        riders,
+        budget["read"]["limit_day"],
+        realtime,
+        reserve=svc.config["RECONCILE_RESERVE"],
+        min_share=svc.config["RECONCILE_MIN_SHARE"],
+    )
+    return {"riders_beyond": beyond, "read_limit_needed": needed}
+
+
 def collect_status(svc: Services) -> dict:
     """Everything an operator checks at a glance, as JSON-ready data."""
     now = datetime.now(UTC)
@@ -107,6 +123,7 @@ def collect_status(svc: Services) -> dict:
     try:
         status["queues"] = _queues(svc)
         status["budget"] = svc.budget.snapshot()
+        status["sweep_capacity"] = _sweep_capacity(svc, status["budget"], status["events_24h"])
     except redis.RedisError as exc:
         status["redis"] = f"down: {type(exc).__name__}"
     status["warnings"] = warnings(status)
@@ -212,4 +229,10 @@ def format_status(status: dict) -> list[str]:
     lines.append(run_line("last backfill", status.get("last_backfill")))
     counts = status["riders"]
     lines.append("riders: " + ", ".join(f"{counts[s]} {s}" for s in RIDER_STATES))
+    if "sweep_capacity" in status:
+        c = status["sweep_capacity"]
+        lines.append(
+            f"riders beyond capacity: {c['riders_beyond']} "
+            f"(needs a read limit of {c['read_limit_needed']}/day)"
+        )
     return lines

@@ -27,8 +27,6 @@ MAX_BODY = 16 * 1024
 MAX_ID = 2**63 - 1  # ids are stored as signed 64-bit integers
 MAX_DEPTH = 8  # Strava's events are two levels deep; anything far deeper is not an event
 ACTIVITY_ASPECTS = ("create", "update", "delete")
-PENDING_CHECK_EVERY = 60  # seconds between looks for events stored while Redis was down
-PENDING_CHECK_KEY = "strava-sync:pending-check"
 
 
 class BadEvent(ValueError):
@@ -167,20 +165,16 @@ def receive_event():
         ours = svc.subscription_id()
         if ours is not None and event.subscription_id != ours:
             return _error(f"subscription {event.subscription_id} is not ours", 403)
-        reason = unhandled_reason(event)
-        with svc.engine.begin() as conn:
-            if reason is None:
-                connection = models.get_connection_by_athlete(conn, event.owner_id)
-                if connection is None or connection.deauthorized_at is not None:
-                    reason = f"athlete {event.owner_id} is not connected to us"
-            fields = asdict(event)
-            event_id = models.insert_event(conn, fields, "ignored" if reason else "pending", reason)
+        fields = asdict(event)
+        # One statement (the connection check and the insert), committed on its own: no BEGIN.
+        with svc.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            event_id, status, reason = models.store_event(conn, fields, unhandled_reason(event))
     except SQLAlchemyError:
         log.exception("could not store a webhook event")
         return _error("could not store the event; please retry", 503)
     if event_id is None:
         return jsonify(status="duplicate")
-    if reason:
+    if status == "ignored":
         return jsonify(status="ignored", reason=reason)
     _queue(svc, event_id, fields)
     return jsonify(status="queued")
@@ -213,11 +207,14 @@ def _decode(body: bytes):
 
 
 def _queue(svc, event_id: int, fields: dict) -> None:
-    """Queue the event's work; with Redis down the row stays pending and is queued later."""
+    """Queue the event's work; with Redis down the row goes back to pending for the workers."""
     try:
         jobs.queue_event(svc, event_id, fields)
-        # One look a minute across all web processes; a few at a time: Strava waits for us.
-        if svc.redis.set(PENDING_CHECK_KEY, 1, nx=True, ex=PENDING_CHECK_EVERY):
-            jobs.requeue_pending(svc, limit=50)  # a few at a time: Strava waits for this answer
-    except (redis.RedisError, SQLAlchemyError) as exc:
-        log.warning("event %s stored but not queued (%s); it will be queued later", event_id, exc)
+    except redis.RedisError as exc:
+        log.warning("event %s stored but not queued (%s); a worker will queue it", event_id, exc)
+        try:
+            with svc.engine.begin() as conn:
+                models.mark_pending(conn, event_id)
+        except SQLAlchemyError:
+            # Left `queued` without a job: the recovery pass re-queues such events too.
+            log.warning("event %s could not be marked pending", event_id)

@@ -121,12 +121,23 @@ def fresh_tables(url: str = BENCH_DATABASE_URL) -> Iterator:
 
     engine = models.make_engine(config.database_url(url, ""))
     try:
-        models.metadata.drop_all(engine)
+        drop_tables(engine)
         models.init_db(engine)
         yield engine
     finally:
-        models.metadata.drop_all(engine)
+        drop_tables(engine)
         engine.dispose()
+
+
+def drop_tables(engine) -> None:
+    """Drop the app's tables and Alembic's record of them, so init-db creates them again."""
+    import sqlalchemy as sa
+
+    import models
+
+    models.metadata.drop_all(engine)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE IF EXISTS alembic_version"))
 
 
 # -- round trips -----------------------------------------------------------------------------------
@@ -167,6 +178,22 @@ def counting_round_trips(engine) -> Iterator[Counter]:
 # -- servers --------------------------------------------------------------------------------------
 
 
+SERVERS: dict[str, int] = {}  # base URL -> the server's process group (its session leader's pid)
+
+
+def peak_memory_mib(url: str) -> float:
+    """The largest peak RSS (VmHWM) among the processes of the server at `url`, in MiB."""
+    group, peak = SERVERS[url], 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[2]) != group:
+                continue
+            for line in (stat.parent / "status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peak = max(peak, int(line.split()[1]))
+    return peak / 1024
+
+
 def free_port() -> int:
     """A loopback TCP port nobody listens on right now."""
     with socket.socket() as sock:
@@ -180,8 +207,8 @@ def _answers(url: str) -> bool:
     try:
         with requests.get(url, timeout=2) as response:
             return response.status_code < 500
-    except requests.ConnectionError:
-        return False
+    except (requests.ConnectionError, requests.Timeout):
+        return False  # not up yet, or too busy starting to answer in time
 
 
 def _stop(popen: subprocess.Popen) -> None:
@@ -222,6 +249,7 @@ def gunicorn(
                 start_new_session=True,
             )
         url = f"http://127.0.0.1:{port}"
+        SERVERS[url] = popen.pid
         try:
             deadline = time.monotonic() + 30
             while not _answers(url + ready_path):

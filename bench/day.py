@@ -28,6 +28,7 @@ import argparse
 import contextlib
 import itertools
 import random
+import resource
 import secrets
 import sys
 import tempfile
@@ -46,6 +47,7 @@ from rq.registry import ScheduledJobRegistry
 import config
 import jobs
 import models
+import reconcile
 import services
 from app import create_app
 from services import QUEUES
@@ -66,13 +68,16 @@ LAST_CHANGE = DAY + 3 * HOUR  # the day's late edits are over before the sweep s
 HORIZON = 2 * DAY  # the run ends with the sweep's day
 ACTIVITIES_A_DAY = ((0, 1, 2), (30, 45, 25))  # per rider: most ride once, some twice, some rest
 FOLLOW_UPS = (  # (kind, share of uploads, delay range in seconds after the upload)
-    ("edit", 0.35, (2 * MINUTE, 2 * HOUR)),
+    # Most title edits come 1-10 minutes after the upload (the rider is still at the screen).
+    ("edit", 0.28, (1 * MINUTE, 10 * MINUTE)),
+    ("edit", 0.07, (10 * MINUTE, 2 * HOUR)),
     ("flip", 0.04, (30 * MINUTE, 12 * HOUR)),
     ("delete", 0.03, (10 * MINUTE, 12 * HOUR)),
 )
 SEED_POLLS = (6 * HOUR, 12 * HOUR, 18 * HOUR, DAY)  # the seed design's polls that cover the day
 SEED_COST = (2, 3)  # its requests per rider poll: nothing new since the last poll, something new
 DAILY_READS, WINDOW_READS, RESERVE = 1000, 100, 0.2  # Strava's defaults, our default reserve
+MIN_SHARE = 0.25  # our default RECONCILE_MIN_SHARE
 COMPARED = ("name", "sport_type", "distance", "start_date", "private")
 
 
@@ -89,6 +94,8 @@ class BurstWorker(SimpleWorker):
 
     def execute_job(self, job, queue):
         self.ran[job.func_name.removeprefix("jobs.")] += 1
+        if job.kwargs.get("not_found_retry"):
+            self.ran["404 retries"] += 1  # a fetch again after Strava answered 404 to a create
         return super().execute_job(job, queue)
 
 
@@ -492,6 +499,9 @@ def print_requests(world: World, tally: Tally, mine: dict, waiting: int) -> None
     print(f"  jobs run         {ran} (a job that found no permit ran again later)")
     print(f"  busiest window   {sim.max_window_usage()} reads of {WINDOW_READS}")
     print(f"  token refreshes  {sim.requests['POST /oauth/token']} (OAuth: not rate limited)")
+    print(
+        f"  404 retries      {world.worker.ran['404 retries']} fetches again after a create's 404"
+    )
 
 
 def print_sweep(tally: Tally, run) -> None:
@@ -552,6 +562,35 @@ def print_capacity(mine: dict, seed: dict, tally: Tally) -> None:
     )
 
 
+def print_scale(world: World, cast: list[DemoRider], tally: Tally, mine: dict) -> str:
+    """Reads per rider-day against the floor, the sweep's 48-hour reach, windows, memory."""
+    sim, riders = world.sim, len(cast)
+    reads = sim.requests["GET /activities/{id}"] + sim.requests["GET /athlete/activities"]
+    swept = len(tally.reconciled_at)
+    floor = (tally.done["upload"] + swept) / riders  # 1 a new activity + 1 a rider swept
+    realtime = sim.requests["GET /activities/{id}"]
+    beyond, needed = reconcile.sweep_capacity(
+        riders, DAILY_READS, realtime, reserve=RESERVE, min_share=MIN_SHARE
+    )
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(
+        f"  reads/rider-day  {reads / riders:.2f} (floor {floor:.2f}: 1 a new activity + 1 a sweep)"
+    )
+    print(
+        f"  swept in 48 h    {swept} of {riders} riders; beyond capacity by the status figure: "
+        f"{beyond} (needs a read limit of {needed}/day)"
+    )
+    print(
+        f"  windows          busiest {sim.max_window_usage()} of {WINDOW_READS}; "
+        f"{sim.rate_limited} answers 429"
+    )
+    print(f"  peak memory      {peak:.0f} MiB (this process: web app, worker and simulator)")
+    return (
+        f"{reads / riders:.2f} reads/rider-day (floor {floor:.2f}), {swept}/{riders} swept in "
+        f"48 h, {beyond} beyond capacity, peak {peak:.0f} MiB"
+    )
+
+
 def report(world: World, cast: list[DemoRider], tally: Tally, args, took: float) -> None:
     """Print the figures and the one-line summary."""
     sim, svc, riders = world.sim, world.svc, len(cast)
@@ -572,6 +611,8 @@ def report(world: World, cast: list[DemoRider], tally: Tally, args, took: float)
     print_freshness(tally, fate, differ, dropped_ids)
     heading("Keeping a team current on 1,000 reads a day")
     print_capacity(mine, seed, tally)
+    heading("Scale")
+    scale = print_scale(world, cast, tally, mine)
     if tally.stopped_early:
         print(f"\n  (stopped by --max-minutes at simulated {tally.stopped_early})")
     fresh, uploads = tally.freshness, max(tally.done["upload"], 1)
@@ -581,14 +622,15 @@ def report(world: World, cast: list[DemoRider], tally: Tally, args, took: float)
         f"{mine['sweep_cost']:.2f}/rider swept, {sim.rate_limited} 429s, {fate['lost']} events "
         f"lost, freshness p50 {hours(percentile(fresh, 0.5))} p95 "
         f"{hours(percentile(fresh, 0.95))}, sweep reached {mine['swept']}/deferred {deferred}; "
-        f"largest team {mine['largest']} vs {seed['largest']} (seed design); {took:.0f} s"
+        f"largest team {mine['largest']} vs {seed['largest']} (seed design); "
+        f"{world.worker.ran['404 retries']} 404 retries; {scale}; {took:.0f} s"
     )
 
 
 # -- running it -----------------------------------------------------------------------------------
 
 
-def settings(sim: StravaSim, database_url: str, redis_url: str | None) -> dict:
+def settings(sim: StravaSim, database_url: str, redis_url: str | None, create_delay: int) -> dict:
     """The app's configuration: default Strava limits, the simulator, the shared driven clock."""
     return {
         "DATABASE_URL": database_url,
@@ -605,7 +647,13 @@ def settings(sim: StravaSim, database_url: str, redis_url: str | None) -> dict:
         "STRAVA_RATE_LIMITS": (2 * WINDOW_READS, 2 * DAILY_READS),
         "STRAVA_READ_RATE_LIMITS": (WINDOW_READS, DAILY_READS),
         "RECONCILE_RESERVE": RESERVE,
+        "RECONCILE_MIN_SHARE": MIN_SHARE,
         "RECONCILE_LOOKBACK_DAYS": 7,
+        "CREATE_FETCH_DELAY_SECONDS": (
+            config.from_environ({})["CREATE_FETCH_DELAY_SECONDS"]
+            if create_delay is None
+            else create_delay
+        ),
         "CLOCK": sim.clock.now,
     }
 
@@ -641,13 +689,18 @@ def run(args) -> None:
     """Build the world, drive the day, print what it cost."""
     began, rng, tally = time.monotonic(), random.Random(args.seed), Tally()
     start = day_start()
-    faults = Faults(drop_rate=args.drop_rate, duplicate_rate=args.duplicate_rate, shuffle=True)
+    faults = Faults(
+        drop_rate=args.drop_rate,
+        duplicate_rate=args.duplicate_rate,
+        shuffle=True,
+        not_found_after_create=args.not_ready,
+    )
     with (
         backing_services(args) as (database_url, redis_url),
         StravaSim(seed=args.seed, faults=faults) as sim,
     ):
         sim.clock.advance(start - sim.clock.now())
-        app = create_app(settings(sim, database_url, redis_url))
+        app = create_app(settings(sim, database_url, redis_url, args.create_delay))
         svc = app.extensions["strava_sync"]
         try:
             skip_fsync(svc.engine)
@@ -678,6 +731,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     parser.add_argument("--drop-rate", type=float, default=0.02, help="events Strava drops")
     parser.add_argument("--duplicate-rate", type=float, default=0.05, help="events repeated")
+    parser.add_argument(
+        "--create-delay", type=int, default=None, help="CREATE_FETCH_DELAY_SECONDS (default: ours)"
+    )
+    parser.add_argument(
+        "--not-ready", type=float, default=20, help="seconds Strava 404s a new activity"
+    )
     parser.add_argument(
         "--max-minutes", type=float, default=20, help="real-time bound on the simulation loop"
     )

@@ -45,6 +45,7 @@ from _common import (
     gunicorn,
     heading,
     machine,
+    peak_memory_mib,
     percentile,
     reserved_redis,
 )
@@ -394,6 +395,7 @@ def run(args) -> None:
             hook = measure(url, args, BASE_IDS["load"])
             result = burst(url, count=args.burst, seconds=args.burst_seconds, owners=args.riders)
             jobs = fetch_jobs(store, BASE_IDS["burst"])
+            web_peak = peak_memory_mib(url)
         rows = stored(engine, BASE_IDS["burst"], args.burst)
         cost = cost_per_event(args, args.riders)
     heading("Webhook POST under gunicorn")
@@ -416,6 +418,7 @@ def run(args) -> None:
         f"transactions (+{cost['checkouts']:.1f} pool pre-pings), {cost['redis']:.1f} Redis round "
         f"trips; {cost['ms']:.1f} ms in-process (Flask test client, {COST_EVENTS} events)"
     )
+    print(f"  web memory       {web_peak:.0f} MiB peak RSS of the largest gunicorn process")
     heading(f"Burst: {args.burst} events due within {args.burst_seconds:g} s")
     ok, worst = print_burst(result, rows, jobs, args.burst)
     print(
@@ -437,7 +440,7 @@ def main() -> None:
         "--workers", type=int, default=2, help="gunicorn workers (default 2: one a core here)"
     )
     parser.add_argument(
-        "--threads", type=int, default=1, help="threads a worker (default 1: gunicorn's sync)"
+        "--threads", type=int, default=4, help="threads a worker (default 4, as in the Procfile)"
     )
     parser.add_argument("--generator", choices=("auto", "wrk", "python"), default="auto")
     parser.add_argument("--redis-url", default=BENCH_REDIS_URL, help="wiped before and after")

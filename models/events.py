@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Iterable
 from datetime import datetime
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from .schema import _insert, now, webhook_event
+from .schema import UTCDateTime, _insert, now, strava_connection, webhook_event
 
 UPDATES_CAP = 2048  # characters of an event's `updates` JSON we keep
 ERROR_CAP = 500  # characters of an event's `error` we keep
@@ -54,6 +56,71 @@ def insert_event(conn: Connection, fields: dict, status: str, error: str | None 
     stmt = _insert(conn, webhook_event).values(**values)
     stmt = stmt.on_conflict_do_nothing(index_elements=["identity"]).returning(webhook_event.c.id)
     return conn.execute(stmt).scalar()
+
+
+def store_event(conn: Connection, fields: dict, unhandled: str | None):
+    """Store an event in one statement, choosing its status in SQL; returns (id, status, error).
+
+    The status is `queued` when the event is handled (`unhandled` is None) and its athlete is
+    connected, else `ignored` with the reason. The id is None when this exact event was stored
+    before. One round trip: the webhook answers Strava while others wait for a connection.
+    """
+    params = dict(
+        fields,
+        # Stored text is capped (a junk event is not kept whole); the identity hashes it all.
+        object_type=cap(fields["object_type"], TEXT_CAP),
+        aspect_type=cap(fields["aspect_type"], TEXT_CAP),
+        updates=cap(json.dumps(fields["updates"], sort_keys=True), UPDATES_CAP),
+        identity=event_identity(fields),
+        received_at=now(),
+        not_ours=f"athlete {fields['owner_id']} is not connected to us",
+        unhandled=cap(unhandled, ERROR_CAP),
+    )
+    stmt = _store_statement(conn.dialect.name, unhandled is None)
+    found = conn.execute(stmt, params).first()
+    return (None, None, None) if found is None else tuple(found)
+
+
+_STORED = ("subscription_id", "object_type", "object_id", "aspect_type", "owner_id", "event_time")
+
+
+@functools.cache
+def _store_statement(dialect: str, handled: bool):
+    """store_event's INSERT ... SELECT, built once per dialect and kind (parameters bound later)."""
+    table, p = webhook_event, sa.bindparam
+    connected = sa.exists().where(
+        strava_connection.c.athlete_id == p("owner_id"),
+        strava_connection.c.deauthorized_at.is_(None),
+    )
+    received = p("received_at", type_=UTCDateTime)
+    if handled:
+        status = sa.case((connected, "queued"), else_="ignored")
+        error = sa.case((connected, sa.null()), else_=p("not_ours", type_=sa.Text))
+        processed = sa.case((connected, sa.null()), else_=received)
+    else:
+        status, error, processed = sa.literal("ignored"), p("unhandled", type_=sa.Text), received
+    names = [*_STORED, "updates", "identity", "received_at"]
+    values = [p(n, type_=table.c[n].type) for n in names]
+    columns = [table.c[n] for n in names]
+    columns += [table.c.attempts, table.c.status, table.c.error, table.c.processed_at]
+    # `WHERE true` lets SQLite tell the SELECT from the ON CONFLICT clause that follows it.
+    select = sa.select(*values, sa.literal(0), status, error, processed).where(sa.true())
+    insert = (postgresql if dialect == "postgresql" else sqlite).insert(table)
+    return (
+        insert.from_select(columns, select)
+        .on_conflict_do_nothing(index_elements=["identity"])
+        .returning(table.c.id, table.c.status, table.c.error)
+    )
+
+
+def mark_pending(conn: Connection, event_id: int) -> None:
+    """Put a queued event back to pending: its job could not be queued (Redis unreachable)."""
+    table = webhook_event
+    conn.execute(
+        table.update()
+        .where(table.c.id == event_id, table.c.status == "queued")
+        .values(status="pending")
+    )
 
 
 def set_event_status(conn: Connection, event_ids: Iterable[int], status: str, error=None) -> None:

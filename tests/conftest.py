@@ -38,6 +38,7 @@ ENV_NAMES = (
     "EDDINGTON_SPORT_TYPES", "CLUB_NAME", "LEADERBOARD_PUBLIC", "ADMIN_ATHLETE_IDS",
     "STRAVA_REVOKE_ENDPOINT", "SECRET_KEY", "PUBLIC_URL", "CONNECT_REQUIRES_INVITE",
     "UNKNOWN_FETCH_ALLOWANCE", "INLINE_WORKER",
+    "RECONCILE_MIN_SHARE", "VERIFY_HISTORY_DAYS", "CREATE_FETCH_DELAY_SECONDS",
 )  # fmt: skip
 
 
@@ -103,6 +104,7 @@ def make_app(database_url: str, sim: StravaSim | None = None, *, init_db=True, *
         "INLINE_WORKER": False,
         "STRAVA_VERIFY_TOKEN": VERIFY_TOKEN,
         "CRON_SECRET": CRON_SECRET,
+        "CREATE_FETCH_DELAY_SECONDS": 0,  # fetch at once; the delay's own tests set one
     }
     if sim is not None:
         settings.update(

@@ -207,6 +207,7 @@ class Stack:
             CRON_SECRET=self.cron_secret,
             TOKEN_ENCRYPTION_KEY=self.key,
             SECRET_KEY="e2e-secret-key",  # shared by both gunicorn workers, as in production
+            CREATE_FETCH_DELAY_SECONDS="0",  # the tests wait for fetches in real time
             PYTHONUNBUFFERED="1",  # logs reach the files as they happen
         )
 
@@ -225,7 +226,8 @@ class Stack:
             self.tmp_path,
         )
         for i in range(WORKERS):
-            argv = [str(BIN / "rq"), "worker", "--url", self.env["REDIS_URL"], "--with-scheduler"]
+            argv = [str(BIN / "rq"), "worker", "-w", "worker.Worker"]
+            argv += ["--url", self.env["REDIS_URL"], "--with-scheduler"]
             self.workers.append(
                 start_process(f"worker-{i}", [*argv, *QUEUES], self.env, self.tmp_path)
             )

@@ -60,6 +60,7 @@ def environment(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("STRAVA_", "TEST_"))}
     env.update(PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1", TOKEN_ENCRYPTION_KEY=KEY)
     env.update(STRAVA_VERIFY_TOKEN="rehearsal", CRON_SECRET="rehearsal")
+    env["CREATE_FETCH_DELAY_SECONDS"] = "0"  # as the guide's rehearsal sets it
     env["SECRET_KEY"] = "rehearsal-session-key"  # the web processes must share it
     env.pop("REDIS_URL", None)
     if REAL_DATABASE:

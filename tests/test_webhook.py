@@ -226,8 +226,8 @@ def test_database_down_answers_5xx_so_strava_retries(database_url, sim, tmp_path
     assert "retry" in response.get_json()["error"]
 
 
-def test_redis_down_keeps_the_event_pending_then_queues_it(app, client, svc, sim, monkeypatch):
-    import webhook
+def test_redis_down_keeps_the_event_pending_then_a_worker_queues_it(app, client, svc, sim):
+    import worker
 
     _, athlete = connect_rider(app, sim)
     working = svc.redis
@@ -236,14 +236,17 @@ def test_redis_down_keeps_the_event_pending_then_queues_it(app, client, svc, sim
     assert response.status_code == 200
     assert [r.status for r in events_in(svc)] == ["pending"]
 
-    # A minute later Redis is back; the next event also queues the one stored while it was down.
+    # A minute later Redis is back: the next event is queued, and a worker queues the pending one.
     svc.redis.close()
     svc.redis = working
     with svc.engine.begin() as conn:
         table = models.webhook_event
         conn.execute(table.update().values(received_at=models.now() - timedelta(minutes=1)))
-    svc.redis.delete(webhook.PENDING_CHECK_KEY)
     response = client.post("/api/strava/webhook", json=event(athlete, 43))
     assert response.get_json() == {"status": "queued"}
+    assert [r.status for r in events_in(svc)] == ["pending", "queued"]
+    assert svc.queue("strava").count == 1
+    assert worker.recover(svc) == 1
     assert [r.status for r in events_in(svc)] == ["queued", "queued"]
     assert svc.queue("strava").count == 2
+    assert worker.recover(svc) == 0  # once a minute across workers

@@ -1,0 +1,55 @@
+"""worker.Worker: services built before the fork, the recovery pass between jobs."""
+
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
+from conftest import REAL_REDIS, connect_rider, event, stop_redis_client
+
+import models
+import services
+import worker
+
+WEBHOOK = "/api/strava/webhook"
+
+
+def statuses(svc):
+    with svc.engine.connect() as conn:
+        return [r.status for r in conn.execute(sa.select(models.webhook_event).order_by("id"))]
+
+
+def test_maintenance_queues_events_stored_while_redis_was_down(app, client, svc, sim):
+    _, athlete = connect_rider(app, sim)
+    working = svc.redis
+    stop_redis_client(svc)
+    client.post(WEBHOOK, json=event(athlete, 7))
+    svc.redis.close()
+    svc.redis = working
+    with svc.engine.begin() as conn:
+        old = models.now() - timedelta(minutes=1)
+        conn.execute(models.webhook_event.update().values(received_at=old))
+    with services.bind(svc):
+        rq_worker = worker.Worker([svc.queue("strava")], connection=svc.redis)
+    assert rq_worker.services is svc and rq_worker.maintenance_interval == worker.RECOVERY_EVERY
+
+    rq_worker.run_maintenance_tasks()
+
+    assert statuses(svc) == ["queued"]
+    assert svc.queue("strava").count == 1
+
+
+@pytest.mark.skipif(not REAL_REDIS, reason="a forked horse needs a Redis outside this process")
+def test_worker_fetches_in_a_forked_horse_with_the_parents_services(app, client, svc, sim):
+    _, athlete = connect_rider(app, sim)
+    activity = sim.create_activity(athlete, event=False)
+    client.post(WEBHOOK, json=event(athlete, activity))
+
+    with services.bind(svc):
+        worker.Worker([svc.queue("strava")], connection=svc.redis).work(burst=True)
+
+    assert sim.requests["GET /activities/{id}"] == 1
+    assert statuses(svc) == ["done"]
+    with svc.engine.connect() as conn:
+        assert [r.id for r in models.rider_activities(conn, 1)] == [activity]
+        # The horse dropped, never closed, the parent's pooled connection: it still answers.
+        assert conn.execute(sa.text("SELECT 1")).scalar() == 1
