@@ -36,6 +36,30 @@ def _positive_int(name: str, raw: str) -> int:
     return int(raw)
 
 
+def _count(name: str, raw: str) -> int:
+    if not raw.strip().isascii() or not raw.strip().isdigit():
+        raise ConfigError(f"{name} must be a whole number (0 or more), got {raw!r}")
+    return int(raw)
+
+
+def _reliability(get) -> dict:
+    """Keys of the fault-handling features: grace, retention and the sweep's spacing."""
+    return {
+        # A connection whose grant was lost (no proof of revocation) keeps its data this long.
+        "RECONNECT_GRACE_DAYS": _positive_int(
+            "RECONNECT_GRACE_DAYS", get("RECONNECT_GRACE_DAYS", "30")
+        ),
+        # done/ignored events are kept this long; failed ones three times as long.
+        "EVENT_RETENTION_DAYS": _positive_int(
+            "EVENT_RETENTION_DAYS", get("EVENT_RETENTION_DAYS", "30")
+        ),
+        # A full sweep from cron starts at most this often (0: no minimum).
+        "RECONCILE_MIN_INTERVAL_HOURS": _count(
+            "RECONCILE_MIN_INTERVAL_HOURS", get("RECONCILE_MIN_INTERVAL_HOURS", "12")
+        ),
+    }
+
+
 def database_url(raw: str | None, instance_path: str) -> str:
     """Turn DATABASE_URL (or its absence) into a SQLAlchemy URL using psycopg 3 for PostgreSQL."""
     if not raw:
@@ -88,4 +112,5 @@ def from_environ(environ: dict[str, str] | None = None, instance_path: str = "in
             for t in get("EDDINGTON_SPORT_TYPES", "Ride,GravelRide,MountainBikeRide").split(",")
             if t.strip()
         ),
+        **_reliability(get),
     }

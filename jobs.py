@@ -13,50 +13,28 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import redis
-from rq import Callback, Retry, get_current_job
+from rq import Callback, Retry
 from rq.job import Job
 
+import claims
 import inline
 import models
 import reconcile
+import recovery
 import services
+import sweeplock
 from ratebudget import NoPermit
 from services import Services
-from strava_client import (
-    ApplicationInactive,
-    NotFound,
-    StravaError,
-    Unauthorized,
-    parse_activity,
-)
-from tokens import access_token
+from strava_client import ApplicationInactive, NotFound, StravaError, Unauthorized, parse_activity
+from tokens import CredentialsRefused, ReconnectNeeded, access_token, revoked
 
 log = logging.getLogger(__name__)
 
 NOT_FOUND_RETRIES = (60, 300, 900)  # Strava can 404 for a while right after a create event
-WAITING_TTL = 2 * 86400  # a waiting fetch may wait for tomorrow's rate budget
-CLAIM_GRACE_MS = 10_000  # a claim whose job is not yet in Redis is being enqueued right now
 FETCH_TIMEOUT = 60  # RQ stops an activity fetch after this long
+RIDER_TIMEOUT = 600  # RQ stops a rider's sweep or backfill job after this long
 # A fetch's lock outlives any live fetch; a killed worker's lock lapses soon after.
 FETCH_LOCK_TTL = FETCH_TIMEOUT + 15
-
-# A fetch for one activity is "waiting" while the job named by its flag is queued or scheduled;
-# a new event then rides on it. Otherwise the caller's job id takes the flag and must be enqueued.
-_CLAIM = """
-local current = redis.call('GET', KEYS[1])
-if current then
-  local status = redis.call('HGET', ARGV[3] .. current, 'status')
-  if status == 'queued' or status == 'scheduled' or status == 'deferred' then return current end
-  local age = tonumber(ARGV[2]) * 1000 - redis.call('PTTL', KEYS[1])
-  if not status and age < tonumber(ARGV[4]) then return current end
-end
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-return false
-"""
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
 
 
 def enqueue(svc: Services, func, *args, queue="strava", at=None, job_id=None, meta=None, **kwargs):
@@ -67,7 +45,7 @@ def enqueue(svc: Services, func, *args, queue="strava", at=None, job_id=None, me
     options = dict(
         job_id=job_id,
         meta=meta or {},
-        job_timeout=600 if queue == "reconcile" else FETCH_TIMEOUT,
+        job_timeout=RIDER_TIMEOUT if queue == "reconcile" else FETCH_TIMEOUT,
         result_ttl=3600,
         failure_ttl=7 * 86400,
         retry=Retry(max=3, interval=[30, 120, 600]),
@@ -82,25 +60,20 @@ def enqueue(svc: Services, func, *args, queue="strava", at=None, job_id=None, me
     return job
 
 
-def _flag(activity_id: int) -> str:
-    return f"strava-sync:waiting:activity:{activity_id}"
-
-
-def _claim(svc: Services, activity_id: int, job_id: str) -> bool:
-    """Take the activity's waiting-fetch flag for job_id; False when a fetch is already waiting."""
-    script = svc.redis.register_script(_CLAIM)
-    args = [job_id, WAITING_TTL, Job.redis_job_namespace_prefix, CLAIM_GRACE_MS]
-    return script(keys=[_flag(activity_id)], args=args) is None
+def _queue_fetch(svc: Services, owner_id: int, activity_id: int, at=None, **kw) -> tuple:
+    """Queue one fetch of an activity unless one is waiting: (queued now?, the job's id)."""
+    job_id = f"sync-activity-{activity_id}-{uuid.uuid4().hex[:12]}"
+    waiting = claims.claim(svc.redis, claims.activity_flag(activity_id), job_id)
+    if waiting:
+        return False, waiting
+    meta = {"events": ["activity", activity_id]}
+    enqueue(svc, sync_activity, owner_id, activity_id, at=at, job_id=job_id, meta=meta, **kw)
+    return True, job_id
 
 
 def queue_activity_sync(svc: Services, owner_id: int, activity_id: int, at=None, **kw) -> bool:
     """Queue one fetch of an activity unless one is already waiting; True if a job was queued."""
-    job_id = f"sync-activity-{activity_id}-{uuid.uuid4().hex[:12]}"
-    if not _claim(svc, activity_id, job_id):
-        return False
-    meta = {"events": ["activity", activity_id]}
-    enqueue(svc, sync_activity, owner_id, activity_id, at=at, job_id=job_id, meta=meta, **kw)
-    return True
+    return _queue_fetch(svc, owner_id, activity_id, at=at, **kw)[0]
 
 
 def _in(seconds: float) -> datetime:
@@ -110,11 +83,11 @@ def _in(seconds: float) -> datetime:
 def queue_event(svc: Services, event_id: int, fields: dict) -> None:
     """Queue the work for a stored event and mark it queued; raises redis errors to the caller."""
     if fields["object_type"] == "athlete":
-        _queue_revocation_check(svc, fields["owner_id"])
+        job_id = _queue_revocation_check(svc, fields["owner_id"])
     else:
-        queue_activity_sync(svc, fields["owner_id"], fields["object_id"])
+        _, job_id = _queue_fetch(svc, fields["owner_id"], fields["object_id"])
     with svc.engine.begin() as conn:
-        models.mark_queued(conn, event_id)
+        models.mark_queued(conn, event_id, job_id)
 
 
 def requeue_pending(svc: Services, older_than: float = 30, limit: int = 500) -> int:
@@ -127,8 +100,15 @@ def requeue_pending(svc: Services, older_than: float = 30, limit: int = 500) -> 
     return len(rows)
 
 
-def _queue_revocation_check(svc: Services, athlete_id: int, at=None) -> None:
-    enqueue(svc, revoke_athlete, athlete_id, at=at, meta={"events": ["athlete", athlete_id]})
+def _queue_revocation_check(svc: Services, athlete_id: int, at=None) -> str:
+    """One revocation check per athlete at a time: forged events in bulk cost one check."""
+    job_id = f"revoke-athlete-{athlete_id}-{uuid.uuid4().hex[:12]}"
+    waiting = claims.claim(svc.redis, claims.revoke_flag(athlete_id), job_id)
+    if waiting:
+        return waiting
+    meta = {"events": ["athlete", athlete_id]}
+    enqueue(svc, revoke_athlete, athlete_id, at=at, job_id=job_id, meta=meta)
+    return job_id
 
 
 def _queue_rider_job(svc: Services, func, rider_id: int, run_id: int, *args, at=None) -> None:
@@ -147,16 +127,16 @@ def _reschedule_at(when: float) -> datetime:
 def sync_activity(owner_id: int, activity_id: int, not_found_retry: int = 0) -> str:
     """Fetch one activity from Strava and bring our copy in line with it."""
     svc = services.current()
-    job = get_current_job()
+    recovery.run_if_due(svc, queue_event)  # workers keep the recovery pass going
     lock = svc.redis.lock(f"strava-sync:activity-lock:{activity_id}", timeout=FETCH_LOCK_TTL)
     if not lock.acquire(blocking=False):
         # Another fetch of this activity is running; this one must come after it, not beside it.
         queue_activity_sync(svc, owner_id, activity_id, at=_in(10), not_found_retry=not_found_retry)
         return "busy: fetch handed to a later job"
     try:
-        if job is not None:
-            # From here on a new event gets a new fetch, after this one.
-            svc.redis.register_script(_RELEASE)(keys=[_flag(activity_id)], args=[job.id])
+        claims.release(
+            svc.redis, claims.activity_flag(activity_id)
+        )  # from here on a new event gets a new fetch, after this
         return _sync_activity(svc, owner_id, activity_id, not_found_retry)
     finally:
         lock.release()
@@ -170,6 +150,9 @@ def _sync_activity(svc: Services, owner_id: int, activity_id: int, not_found_ret
         if connection is None or connection.deauthorized_at is not None:
             models.set_event_status(conn, event_ids, "ignored", f"athlete {owner_id} not connected")
             return "ignored: athlete not connected"
+        if connection.needs_reconnect_since is not None:
+            models.set_event_status(conn, event_ids, "ignored", "the rider must reconnect first")
+            return "ignored: the rider must reconnect"
         models.count_attempt(conn, event_ids)
     rider_id = connection.rider_id
     try:
@@ -181,9 +164,10 @@ def _sync_activity(svc: Services, owner_id: int, activity_id: int, not_found_ret
         return f"waiting for rate budget until {at.isoformat()}"
     except NotFound:
         return _not_found(svc, rider_id, owner_id, activity_id, events, not_found_retry)
-    except Unauthorized as exc:
+    except (Unauthorized, ReconnectNeeded, CredentialsRefused) as exc:
+        # Not proof of a revocation: the event fails with the reason, the rider's data stays.
         with svc.engine.begin() as conn:
-            models.set_event_status(conn, event_ids, "failed", str(exc))
+            models.set_event_status(conn, event_ids, "failed", str(exc)[:500])
         return "failed: Strava refused the rider's token"
     values = parse_activity(data)
     with svc.engine.begin() as conn:
@@ -231,33 +215,35 @@ def _not_found(svc, rider_id, owner_id, activity_id, events, not_found_retry) ->
 def revoke_athlete(athlete_id: int) -> str:
     """Confirm an athlete's revocation with Strava, then remove their Strava data."""
     svc = services.current()
+    claims.release(
+        svc.redis, claims.revoke_flag(athlete_id)
+    )  # an event from now on gets a check after this one
     with svc.engine.connect() as conn:
         connection = models.get_connection_by_athlete(conn, athlete_id)
-        events = models.open_events(conn, "athlete", athlete_id)
-    event_ids = [e.id for e in events]
     if connection is None or connection.refresh_token is None:
-        _finish(svc, event_ids, "ignored", "athlete not connected")
-        return "ignored: athlete not connected"
+        return _finish(svc, athlete_id, "ignored", "athlete not connected")
     try:
-        # Events are not signed: only Strava refusing the token proves the revocation.
-        token = access_token(svc, connection.rider_id, force_refresh=True)
-        svc.client.list_activities(token, per_page=1, lane="realtime")
-    except Unauthorized:
-        with svc.engine.begin() as conn:
-            models.deauthorize(conn, connection.rider_id)
-            models.set_event_status(conn, event_ids, "done")
-        log.info("rider %s revoked access; their Strava data is deleted", connection.rider_id)
-        return "revoked"
+        # Events are not signed: only Strava refusing an unexpired token proves the revocation.
+        proven = revoked(svc, connection.rider_id)
     except NoPermit as exc:
         _queue_revocation_check(svc, athlete_id, at=_reschedule_at(exc.retry_at))
         return "waiting for rate budget"
-    _finish(svc, event_ids, "ignored", "Strava still accepts the rider's token: not revoked")
-    return "not revoked"
-
-
-def _finish(svc: Services, event_ids, status: str, reason: str | None = None) -> None:
+    except (ReconnectNeeded, CredentialsRefused) as exc:
+        return _finish(svc, athlete_id, "ignored", f"not confirmed, nothing deleted: {exc}")
+    if not proven:
+        return _finish(svc, athlete_id, "ignored", "Strava still accepts the rider's token")
     with svc.engine.begin() as conn:
-        models.set_event_status(conn, event_ids, status, reason)
+        models.deauthorize(conn, connection.rider_id)
+    log.info("rider %s revoked access; their Strava data is deleted", connection.rider_id)
+    return _finish(svc, athlete_id, "done", None)
+
+
+def _finish(svc: Services, athlete_id: int, status: str, reason: str | None) -> str:
+    """Close the athlete's open events (those that arrived during the check too)."""
+    with svc.engine.begin() as conn:
+        events = models.open_events(conn, "athlete", athlete_id)
+        models.set_event_status(conn, [e.id for e in events], status, reason)
+    return status if reason is None else f"{status}: {reason}"
 
 
 def mark_failed(job: Job, connection: redis.Redis, exc_type, exc_value, traceback) -> None:
@@ -294,20 +280,39 @@ def queue_sweep(
     max_riders: int | None = None,
     rider_id: int | None = None,
 ) -> dict:
-    """Plan tonight's sweep, queue one job per planned rider, and say what was planned."""
+    """Plan tonight's sweep, queue one job per planned rider, and say what was planned.
+
+    One full sweep at a time (see sweeplock): while one runs, or too soon after the last one,
+    the answer names that run and nothing is queued.
+    """
     if not dry_run:
         requeue_pending(svc)
-        with svc.engine.begin() as conn:
-            # Longer than any fetch may wait for budget (WAITING_TTL).
-            models.fail_stale_events(conn, datetime.now(UTC) - timedelta(days=3))
+        recovery.run_pass(svc, queue_event)
+    if not sweeplock.guarded(dry_run, max_riders, rider_id):
+        return _plan_and_queue(svc, trigger, dry_run, max_riders, rider_id, full=False)
+    with sweeplock.planning(svc):
+        refused = sweeplock.refusal(svc, trigger, models.now())
+        if refused is None:
+            return _plan_and_queue(svc, trigger, dry_run, max_riders, rider_id, full=True)
+    return refused | {"planned": 0, "deferred": 0, "budget": svc.budget.snapshot()}
+
+
+def _plan_and_queue(svc, trigger, dry_run, max_riders, rider_id, *, full: bool) -> dict:
     planned, deferred = reconcile.plan_sweep(svc, max_riders, rider_id)
     with svc.engine.begin() as conn:
         run_id = models.create_run(conn, "reconcile", trigger, dry_run)
         models.update_run(conn, run_id, riders_planned=len(planned), riders_deferred=deferred)
         models.finish_run_if_complete(conn, run_id)
-    for rider, start in zip(planned, reconcile.sweep_start_times(svc, len(planned)), strict=True):
-        at = None if start is None else _reschedule_at(start)
-        _queue_rider_job(svc, reconcile_rider, rider, run_id, dry_run, at=at)
+        if full:
+            sweeplock.record(conn, run_id)
+    try:
+        starts = reconcile.sweep_start_times(svc, len(planned))
+        for rider, start in zip(planned, starts, strict=True):
+            at = None if start is None else _reschedule_at(start)
+            _queue_rider_job(svc, reconcile_rider, rider, run_id, dry_run, at=at)
+    except redis.RedisError as exc:
+        _run_failed(svc, run_id, f"could not queue the riders' jobs: Redis {type(exc).__name__}")
+        raise
     return {
         "run_id": run_id,
         "planned": len(planned),
@@ -315,6 +320,11 @@ def queue_sweep(
         "dry_run": dry_run,
         "budget": svc.budget.snapshot(),
     }
+
+
+def _run_failed(svc: Services, run_id: int, reason: str) -> None:
+    with svc.engine.begin() as conn:  # a run that could not queue its work never stays running
+        models.update_run(conn, run_id, status="failed", error=reason, finished_at=models.now())
 
 
 def reconcile_rider(rider_id: int, run_id: int, dry_run: bool = False) -> dict:
@@ -337,6 +347,9 @@ def reconcile_rider(rider_id: int, run_id: int, dry_run: bool = False) -> dict:
             _queue_revocation_check(svc, connection.athlete_id)
         _rider_done(svc, run_id, error=f"rider {rider_id}: {exc}")
         return {"error": "token refused"}
+    except (ReconnectNeeded, CredentialsRefused) as exc:
+        _rider_done(svc, run_id, error=str(exc))  # not a revocation: no check, nothing deleted
+        return {"error": "no usable grant"}
     _rider_done(svc, run_id, **repair.counts())
     return repair.counts()
 
@@ -355,7 +368,11 @@ def queue_backfill(svc: Services, rider_id: int, days: int | None = None) -> int
         models.update_connection(conn, rider_id, backfill_before=None)
         run_id = models.create_run(conn, "backfill", "connect" if days is None else "command")
         models.update_run(conn, run_id, riders_planned=1)
-    _queue_rider_job(svc, backfill_rider, rider_id, run_id, days)
+    try:
+        _queue_rider_job(svc, backfill_rider, rider_id, run_id, days)
+    except redis.RedisError as exc:
+        _run_failed(svc, run_id, f"could not queue the backfill: Redis {type(exc).__name__}")
+        raise
     return run_id
 
 
