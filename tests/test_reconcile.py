@@ -133,7 +133,8 @@ def test_riders_beyond_the_days_bulk_budget_are_deferred_oldest_first(database_u
 def test_sweep_spreads_rider_jobs_over_the_windows_the_budget_allows(database_url):
     clock = SimClock(start=datetime(2026, 11, 28, 3, 17, tzinfo=UTC).timestamp())
     with StravaSim(read_limits=(5, 1000), clock=clock) as sim:
-        app = make_app(database_url, sim, CLOCK=clock.now)
+        # Limits this low are below what a header may teach us (a tenth of Strava's): configured.
+        app = make_app(database_url, sim, CLOCK=clock.now, STRAVA_READ_RATE_LIMITS=(5, 1000))
         svc = app.extensions["strava_sync"]
         riders = [connect_rider(app, sim, name=("R", str(i)))[0] for i in range(8)]
         # Learn Strava's limits from one response, as every worker does.
@@ -185,7 +186,7 @@ def test_rider_jobs_that_find_no_permit_wait_for_the_next_window(database_url):
 def test_backfill_reads_history_in_pages_and_resumes_after_budget_waits(database_url):
     clock = SimClock(start=datetime(2026, 11, 28, 12, 1, tzinfo=UTC).timestamp())
     with StravaSim(read_limits=(3, 1000), clock=clock) as sim:
-        app = make_app(database_url, sim, CLOCK=clock.now)
+        app = make_app(database_url, sim, CLOCK=clock.now, STRAVA_READ_RATE_LIMITS=(3, 1000))
         svc = app.extensions["strava_sync"]
         rider, athlete = connect_rider(app, sim)
         start = datetime.fromtimestamp(clock.now(), UTC) - timedelta(days=900)
