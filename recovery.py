@@ -1,7 +1,7 @@
 """The recovery pass: no event stays queued, no run stays running, no data is kept past its time.
 
 Redis can restart empty and workers can die, so the durable state in the database is checked
-against what Redis still holds: events marked `queued` whose job is gone are queued again (the
+against what Redis still holds: events `pending` or `queued` whose job is gone are queued again (the
 per-object claims make that harmless when the job does exist), and runs with no job left and no
 progress are closed `abandoned`. Riders whose grant was lost are purged after the grace period,
 and old events are pruned. Every step works in small batches and is safe to run twice.
@@ -28,9 +28,11 @@ import models
 
 log = logging.getLogger(__name__)
 
-EVERY = 300  # seconds between passes started by workers
+EVERY = 30  # seconds between passes started by workers (a pass is a few small queries)
 RAN_KEY = "strava-sync:recovery-ran"
-ORPHAN_AFTER = timedelta(minutes=2)  # younger queued events may be being enqueued right now
+# A queued event's job is in Redis before the row says queued; this covers a claim whose job
+# another process is enqueueing right now (claims.CLAIM_GRACE_MS) and a webhook still queueing.
+ORPHAN_AFTER = timedelta(seconds=15)
 STALE_AFTER = timedelta(days=3)  # longer than any fetch may wait for budget (claims.WAITING_TTL)
 # A rider job runs at most 600 s (jobs.RIDER_TIMEOUT); RQ retries a killed one within minutes.
 ABANDON_AFTER = timedelta(seconds=600 + 900)
@@ -78,9 +80,12 @@ def job_alive(svc, job_id: str | None) -> bool:
 
 
 def requeue_orphans(svc, requeue: Callable, now: datetime) -> int:
-    """Queue again the events whose job no longer exists; returns how many."""
+    """Queue again the events whose job no longer exists (or never did); returns how many."""
     with svc.engine.connect() as conn:
         rows = models.queued_events(conn, now - ORPHAN_AFTER, BATCH)
+        rows += [
+            r for r in models.pending_events(conn, BATCH) if r.received_at < now - ORPHAN_AFTER
+        ]
     orphans = [r for r in rows if not job_alive(svc, r.job_id)]
     for row in orphans:
         requeue(svc, row.id, dict(row._mapping))
