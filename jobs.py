@@ -212,6 +212,13 @@ def _not_found(svc, rider_id, owner_id, activity_id, events, not_found_retry) ->
     return f"not found yet: retrying in {delay} s"
 
 
+def recover() -> dict:
+    """Run the recovery pass and schedule the next one (see recovery.py)."""
+    svc = services.current()
+    recovery.schedule_next(svc)
+    return recovery.run_pass(svc, queue_event)
+
+
 def revoke_athlete(athlete_id: int) -> str:
     """Confirm an athlete's revocation with Strava, then remove their Strava data."""
     svc = services.current()
@@ -282,12 +289,10 @@ def queue_sweep(
 ) -> dict:
     """Plan tonight's sweep, queue one job per planned rider, and say what was planned.
 
-    One full sweep at a time (see sweeplock): while one runs, or too soon after the last one,
-    the answer names that run and nothing is queued.
+    One full sweep at a time: while one runs, or too soon after the last, nothing is queued.
     """
     if not dry_run:
-        requeue_pending(svc)
-        recovery.run_pass(svc, queue_event)
+        recovery.run_pass(svc, queue_event)  # pending events too; closes runs that vanished
     if not sweeplock.guarded(dry_run, max_riders, rider_id):
         return _plan_and_queue(svc, trigger, dry_run, max_riders, rider_id, full=False)
     with sweeplock.planning(svc):
@@ -313,13 +318,8 @@ def _plan_and_queue(svc, trigger, dry_run, max_riders, rider_id, *, full: bool) 
     except redis.RedisError as exc:
         _run_failed(svc, run_id, f"could not queue the riders' jobs: Redis {type(exc).__name__}")
         raise
-    return {
-        "run_id": run_id,
-        "planned": len(planned),
-        "deferred": deferred,
-        "dry_run": dry_run,
-        "budget": svc.budget.snapshot(),
-    }
+    summary = {"run_id": run_id, "planned": len(planned), "deferred": deferred, "dry_run": dry_run}
+    return summary | {"budget": svc.budget.snapshot()}
 
 
 def _run_failed(svc: Services, run_id: int, reason: str) -> None:

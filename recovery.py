@@ -7,16 +7,18 @@ progress are closed `abandoned`. Riders whose grant was lost are purged after th
 and old events are pruned. Every step works in small batches and is safe to run twice.
 
 Who runs it: every sweep (before planning, so a run whose jobs vanished cannot block the next
-sweep), and workers: the first fetch job after `EVERY` seconds runs it. A Redis key with that
-expiry says it ran; a Redis that restarted empty has lost the key too, so the next job after a
-restart runs the pass at once. `requeue` is `jobs.queue_event` (passed in: jobs builds on this).
+sweep), and workers, two ways. A scheduled job (`jobs.recover`) runs it every `EVERY` seconds and
+schedules its successor, so idle workers keep it going; and the first fetch job after `EVERY`
+seconds runs it and restarts that chain, which a Redis that restarted empty has lost (with the key
+saying the pass ran). `requeue` is `jobs.queue_event`, passed in: jobs builds on this module.
 """
 
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import redis
 from rq import Queue
@@ -24,12 +26,14 @@ from rq.job import Job
 from rq.registry import ScheduledJobRegistry, StartedJobRegistry
 from sqlalchemy.exc import SQLAlchemyError
 
+import claims
 import models
 
 log = logging.getLogger(__name__)
 
 EVERY = 30  # seconds between passes started by workers (a pass is a few small queries)
 RAN_KEY = "strava-sync:recovery-ran"
+CHAIN_FLAG = "strava-sync:waiting:recovery"
 # A queued event's job is in Redis before the row says queued; this covers a claim whose job
 # another process is enqueueing right now (claims.CLAIM_GRACE_MS) and a webhook still queueing.
 ORPHAN_AFTER = timedelta(seconds=15)
@@ -42,17 +46,29 @@ LIVE = (b"queued", b"scheduled", b"started", b"deferred")
 
 
 def run_if_due(svc, requeue: Callable) -> dict | None:
-    """Run the pass if no process ran it in the last EVERY seconds.
+    """Run the pass if no process ran it in the last EVERY seconds, and keep the chain going.
 
     Catches Redis and database errors (and logs them): the job it piggybacks on must not fail.
     """
     try:
         if not svc.redis.set(RAN_KEY, 1, nx=True, ex=EVERY):
             return None
+        schedule_next(svc)
         return run_pass(svc, requeue)
     except (redis.RedisError, SQLAlchemyError) as exc:
         log.warning("the recovery pass stopped early (%s); the next one carries on", exc)
         return None
+
+
+def schedule_next(svc) -> None:
+    """Schedule the next `jobs.recover` in EVERY seconds, unless one is already scheduled."""
+    job_id = f"recovery-{uuid.uuid4().hex[:12]}"
+    if claims.claim(svc.redis, CHAIN_FLAG, job_id):
+        return
+    at = datetime.fromtimestamp(svc.clock() + EVERY, UTC)
+    # Named, not imported: jobs imports this module (see the module docstring).
+    options = {"job_id": job_id, "result_ttl": EVERY, "failure_ttl": 86400}
+    Queue("reconcile", connection=svc.redis).enqueue_at(at, "jobs.recover", **options)
 
 
 def run_pass(svc, requeue: Callable, now: datetime | None = None) -> dict:

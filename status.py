@@ -60,6 +60,8 @@ def collect_status(svc: Services) -> dict:
                 r.rider_id for r in models.stale_riders(conn, now - timedelta(days=2))
             ],
             "deauthorized_riders": [r.rider_id for r in models.deauthorized_riders(conn)],
+            "credentials_refused_at": models.get_setting(conn, "strava_credentials_refused_at"),
+            "needs_reconnect_riders": [r.rider_id for r in models.needs_reconnect_riders(conn)],
         }
     try:
         status["queues"] = _queues(svc)
@@ -115,4 +117,11 @@ def format_status(status: dict) -> list[str]:
     )
     lines.append(f"riders not reconciled for 2 days: {len(status['stale_riders'])}")
     lines.append(f"deauthorized riders: {len(status['deauthorized_riders'])}")
+    lines.append(f"riders who must reconnect: {len(status['needs_reconnect_riders'])}")
+    if status["credentials_refused_at"]:
+        lines.insert(
+            0,
+            f"WARNING: Strava refused this application's credentials at "
+            f"{status['credentials_refused_at']}; check STRAVA_CLIENT_ID and STRAVA_CLIENT_SECRET",
+        )
     return lines

@@ -8,6 +8,7 @@ from sqlalchemy.exc import OperationalError
 
 import models
 import tokens
+from status import collect_status, format_status
 from tokens import CredentialsRefused, ReconnectNeeded, access_token
 
 LIST = "GET /athlete/activities"
@@ -70,6 +71,7 @@ def test_lost_rotation_marks_needs_reconnect_and_keeps_the_data(app, client, svc
     row = connection(svc, rider)
     assert row.needs_reconnect_since is not None and row.deauthorized_at is None
     assert row.refresh_token is not None and activity_count(svc, rider) == 1
+    assert "riders who must reconnect: 1" in format_status(collect_status(svc))
 
 
 def test_deauthorization_after_a_lost_rotation_deletes_nothing(app, client, svc, sim):
@@ -116,6 +118,7 @@ def test_wrong_client_secret_is_a_configuration_error_not_a_revocation(database_
         assert models.get_setting(conn, tokens.CREDENTIALS_REFUSED) is not None
     with pytest.raises(CredentialsRefused):
         access_token(svc, riders[0][0])
+    assert "refused this application's credentials" in format_status(collect_status(svc))[0]
 
 
 def test_pair_issued_while_the_database_is_down_is_kept_and_stored_later(
