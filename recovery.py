@@ -21,7 +21,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import redis
-from rq import Queue
+from rq import Queue, Retry
 from rq.job import Job
 from rq.registry import ScheduledJobRegistry, StartedJobRegistry
 from sqlalchemy.exc import SQLAlchemyError
@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 EVERY = 30  # seconds between passes started by workers (a pass is a few small queries)
 RAN_KEY = "strava-sync:recovery-ran"
 CHAIN_FLAG = "strava-sync:waiting:recovery"
+CHAIN_RETRIES = 2880  # a day of retries, EVERY seconds apart
 # A queued event's job is in Redis before the row says queued; this covers a claim whose job
 # another process is enqueueing right now (claims.CLAIM_GRACE_MS) and a webhook still queueing.
 ORPHAN_AFTER = timedelta(seconds=15)
@@ -67,7 +68,9 @@ def schedule_next(svc) -> None:
         return
     at = datetime.fromtimestamp(svc.clock() + EVERY, UTC)
     # Named, not imported: jobs imports this module (see the module docstring).
-    options = {"job_id": job_id, "result_ttl": EVERY, "failure_ttl": 86400}
+    # Retried, not dropped, when Redis fails under it: a broken chain would stop the passes.
+    retry = Retry(max=CHAIN_RETRIES, interval=EVERY)
+    options = {"job_id": job_id, "result_ttl": EVERY, "failure_ttl": 86400, "retry": retry}
     Queue("reconcile", connection=svc.redis).enqueue_at(at, "jobs.recover", **options)
 
 

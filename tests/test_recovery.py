@@ -6,6 +6,8 @@ import pytest
 import redis
 import sqlalchemy as sa
 from conftest import connect_rider, event, run_jobs, stop_redis_client
+from rq.job import Job
+from rq.registry import ScheduledJobRegistry
 
 import jobs
 import models
@@ -135,3 +137,17 @@ def test_old_events_are_pruned_failed_ones_kept_longer(app, client, svc, sim, mo
     monkeypatch.setattr(recovery, "BATCH", 1)  # small batches still get through them all
     assert run_pass(svc, now)["pruned"] == 3
     assert [r.id for r in event_rows(svc)] == [ids[1], ids[2], ids[5]]
+
+
+def test_recovery_keeps_one_recurring_job_scheduled(app, svc):
+    recovery.schedule_next(svc)
+    recovery.schedule_next(svc)
+    registry = ScheduledJobRegistry(queue=svc.queue("reconcile"))
+    (job_id,) = registry.get_job_ids()
+    job = Job.fetch(job_id, connection=svc.redis)
+    assert job.func_name == "jobs.recover" and job.retries_left == recovery.CHAIN_RETRIES
+    registry.remove(job)
+    svc.queue("reconcile").enqueue_job(job)  # its time has come
+    run_jobs(app)
+    (successor,) = registry.get_job_ids()
+    assert successor != job_id
