@@ -256,8 +256,8 @@ class Stack:
         try:
             with self.http.get(self.url + "/healthz", timeout=2) as response:
                 return response.status_code == 200
-        except requests.ConnectionError:
-            return False
+        except (requests.ConnectionError, requests.Timeout):
+            return False  # not up yet, or its first answer is slow on a busy machine
 
     def create_subscription(self) -> None:
         """`flask strava subscription create`, as an operator runs it: Strava validates us."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -37,17 +38,18 @@ WORKER_KNOBS = ["--with-scheduler", "--worker-ttl", "60", "--maintenance-interva
 
 
 class OwnRedis:
-    """A redis-server of the suite's own, without persistence (a restart comes back empty)."""
+    """A redis-server of the suite's own; its append-only file keeps data across a stop."""
 
     def __init__(self, log_dir: Path):
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.log_dir = log_dir
+        self.dir = log_dir / "redis-data"
+        self.dir.mkdir(exist_ok=True)
         self.popen: subprocess.Popen | None = None
 
     def start(self) -> OwnRedis:
-        argv = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1"]
-        argv += ["--save", "", "--appendonly", "no", "--dir", str(self.log_dir)]
+        argv = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
+        argv += ["--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.dir)]
         self.popen = subprocess.Popen(
             argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
         )
@@ -57,13 +59,17 @@ class OwnRedis:
         return self
 
     def stop(self) -> None:
+        """Shut down as an operator's restart does (the data stays on disk)."""
         if self.popen is not None and self.popen.poll() is None:
             self.resume()
-            self.popen.kill()
-            self.popen.wait()
+            self.popen.terminate()
+            self.popen.wait(timeout=30)
 
     def restart_empty(self) -> None:
+        """Stop, lose every key (a new host, or a Redis without persistence), start again."""
         self.stop()
+        shutil.rmtree(self.dir)
+        self.dir.mkdir()
         self.start()
 
     def pause(self) -> None:
