@@ -36,26 +36,28 @@ def _positive_int(name: str, raw: str) -> int:
     return int(raw)
 
 
-def _count(name: str, raw: str) -> int:
-    if not raw.strip().isascii() or not raw.strip().isdigit():
-        raise ConfigError(f"{name} must be a whole number (0 or more), got {raw!r}")
-    return int(raw)
+def _whole(name: str, raw: str, minimum: int) -> int:
+    value = raw.strip()
+    # isdigit() alone accepts '²', which int() refuses.
+    if not (value.isascii() and value.isdigit()) or int(value) < minimum:
+        raise ConfigError(f"{name} must be a whole number of at least {minimum}, got {raw!r}")
+    return int(value)
 
 
 def _reliability(get) -> dict:
     """Keys of the fault-handling features: grace, retention and the sweep's spacing."""
     return {
         # A connection whose grant was lost (no proof of revocation) keeps its data this long.
-        "RECONNECT_GRACE_DAYS": _positive_int(
-            "RECONNECT_GRACE_DAYS", get("RECONNECT_GRACE_DAYS", "30")
+        "RECONNECT_GRACE_DAYS": _whole(
+            "RECONNECT_GRACE_DAYS", get("RECONNECT_GRACE_DAYS", "30"), 1
         ),
         # done/ignored events are kept this long; failed ones three times as long.
-        "EVENT_RETENTION_DAYS": _positive_int(
-            "EVENT_RETENTION_DAYS", get("EVENT_RETENTION_DAYS", "30")
+        "EVENT_RETENTION_DAYS": _whole(
+            "EVENT_RETENTION_DAYS", get("EVENT_RETENTION_DAYS", "30"), 1
         ),
         # A full sweep from cron starts at most this often (0: no minimum).
-        "RECONCILE_MIN_INTERVAL_HOURS": _count(
-            "RECONCILE_MIN_INTERVAL_HOURS", get("RECONCILE_MIN_INTERVAL_HOURS", "12")
+        "RECONCILE_MIN_INTERVAL_HOURS": _whole(
+            "RECONCILE_MIN_INTERVAL_HOURS", get("RECONCILE_MIN_INTERVAL_HOURS", "12"), 0
         ),
     }
 
