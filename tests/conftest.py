@@ -39,6 +39,12 @@ ENV_NAMES = (
 _apps: list = []
 
 
+def pytest_terminal_summary(terminalreporter):
+    """The fault suite's table (tests/faults), when it ran."""
+    for line in getattr(terminalreporter.config, "fault_table", []):
+        terminalreporter.write_line(line)
+
+
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch):
     """A developer's own settings must not leak into tests; apps built by a test are closed."""
