@@ -55,6 +55,32 @@ def _seconds(name: str, raw: str) -> int:
     return int(raw)
 
 
+def _whole(name: str, raw: str, minimum: int) -> int:
+    value = raw.strip()
+    # isdigit() alone accepts '²', which int() refuses.
+    if not (value.isascii() and value.isdigit()) or int(value) < minimum:
+        raise ConfigError(f"{name} must be a whole number of at least {minimum}, got {raw!r}")
+    return int(value)
+
+
+def _reliability(get) -> dict:
+    """Keys of the fault-handling features: grace, retention and the sweep's spacing."""
+    return {
+        # A connection whose grant was lost (no proof of revocation) keeps its data this long.
+        "RECONNECT_GRACE_DAYS": _whole(
+            "RECONNECT_GRACE_DAYS", get("RECONNECT_GRACE_DAYS", "30"), 1
+        ),
+        # done/ignored events are kept this long; failed ones three times as long.
+        "EVENT_RETENTION_DAYS": _whole(
+            "EVENT_RETENTION_DAYS", get("EVENT_RETENTION_DAYS", "30"), 1
+        ),
+        # A full sweep from cron starts at most this often (0: no minimum).
+        "RECONCILE_MIN_INTERVAL_HOURS": _whole(
+            "RECONCILE_MIN_INTERVAL_HOURS", get("RECONCILE_MIN_INTERVAL_HOURS", "12"), 0
+        ),
+    }
+
+
 def database_url(raw: str | None, instance_path: str) -> str:
     """Turn DATABASE_URL (or its absence) into a SQLAlchemy URL using psycopg 3 for PostgreSQL."""
     if not raw:
@@ -180,6 +206,7 @@ def from_environ(environ: dict[str, str] | None = None, instance_path: str = "in
         "UNKNOWN_FETCH_ALLOWANCE": _positive_int(
             "UNKNOWN_FETCH_ALLOWANCE", get("UNKNOWN_FETCH_ALLOWANCE", "20")
         ),
+        **_reliability(get),
     }
 
 

@@ -19,7 +19,10 @@ from config import ConfigError
 from migrate import MigrationError, check_at_head, current
 
 INIT_DB = "run flask --app app init-db"
-START_WORKER = 'rq worker --url "$REDIS_URL" --with-scheduler strava reconcile'
+START_WORKER = (
+    'rq worker -w worker.Worker --url "$REDIS_URL" --worker-ttl 60 --maintenance-interval 30 '
+    "--with-scheduler strava reconcile"
+)
 _MISSING_DB = re.compile(r'database "([^"]+)" does not exist')
 _MISSING_TABLE = re.compile(r'no such table|relation "[^"]+" does not exist')
 _SERVER = re.compile(r'server at "([^"]+)"(?: \([^)]*\))?, port (\d+)')

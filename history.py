@@ -116,7 +116,7 @@ def verify_history(rider_id: int, run_id: int, before: int | None = None) -> str
         try:
             cursor, repair = verify_page(svc, rider_id, cursor)
         except NoPermit as exc:
-            at = jobs._reschedule_at(exc.retry_at)
+            at = jobs.reschedule_at(exc.retry_at)
             jobs.enqueue(
                 svc,
                 verify_history,
@@ -135,5 +135,5 @@ def verify_history(rider_id: int, run_id: int, before: int | None = None) -> str
     now = datetime.fromtimestamp(svc.clock(), UTC)
     with svc.engine.begin() as conn:
         models.update_connection(conn, rider_id, history_verified_at=now)
-    jobs._rider_done(svc, run_id)
+    jobs.rider_done(svc, run_id)
     return "verified"

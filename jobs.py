@@ -10,56 +10,34 @@ from __future__ import annotations
 import logging
 import random
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import redis
-from rq import Callback, Retry, get_current_job
+from rq import Callback, Retry
 from rq.job import Job
 
 import allowance
+import claims
 import inline
 import models
 import reconcile
+import recovery
 import services
+import sweeplock
 from joblog import logged, note_differences
 from ratebudget import NoPermit
 from services import Services
-from strava_client import (
-    ApplicationInactive,
-    NotFound,
-    StravaError,
-    Unauthorized,
-    parse_activity,
-)
-from tokens import access_token
+from strava_client import ApplicationInactive, NotFound, StravaError, Unauthorized, parse_activity
+from tokens import CredentialsRefused, ReconnectNeeded, access_token, revoked
 
 log = logging.getLogger(__name__)
 
 NOT_FOUND_RETRIES = (60, 300, 900)  # Strava can 404 for a while right after a create event
-WAITING_TTL = 2 * 86400  # a waiting fetch may wait for tomorrow's rate budget
-CLAIM_GRACE_MS = 10_000  # a claim whose job is not yet in Redis is being enqueued right now
 FETCH_TIMEOUT = 60  # RQ stops an activity fetch after this long
+RIDER_TIMEOUT = 600  # RQ stops a rider's sweep or backfill job after this long
 # A fetch's lock outlives any live fetch; a killed worker's lock lapses soon after.
 FETCH_LOCK_TTL = FETCH_TIMEOUT + 15
 CATCH_UP_JOB = "catchup.catch_up_athlete"
-
-# A fetch for one activity is "waiting" while the job named by its flag is queued or scheduled;
-# a new event then rides on it. Otherwise the caller's job id takes the flag and must be enqueued.
-_CLAIM = """
-local current = redis.call('GET', KEYS[1])
-if current then
-  local status = redis.call('HGET', ARGV[3] .. current, 'status')
-  if status == 'queued' or status == 'scheduled' or status == 'deferred' then return current end
-  local age = tonumber(ARGV[2]) * 1000 - redis.call('PTTL', KEYS[1])
-  if not status and age < tonumber(ARGV[4]) then return current end
-end
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-return false
-"""
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
 
 
 def enqueue(svc: Services, func, *args, queue="strava", at=None, job_id=None, meta=None, **kwargs):
@@ -70,7 +48,7 @@ def enqueue(svc: Services, func, *args, queue="strava", at=None, job_id=None, me
     options = dict(
         job_id=job_id,
         meta=meta or {},
-        job_timeout=600 if queue == "reconcile" else FETCH_TIMEOUT,
+        job_timeout=RIDER_TIMEOUT if queue == "reconcile" else FETCH_TIMEOUT,
         result_ttl=3600,
         failure_ttl=7 * 86400,
         retry=Retry(max=3, interval=[30, 120, 600]),
@@ -88,26 +66,20 @@ def enqueue(svc: Services, func, *args, queue="strava", at=None, job_id=None, me
     return job
 
 
-def _flag(owner_id: int, activity_id: int) -> str:
-    # Keyed by owner too: a forged event naming another athlete's activity never carries theirs.
-    return f"strava-sync:waiting:activity:{owner_id}:{activity_id}"
-
-
-def _claim(svc: Services, owner_id: int, activity_id: int, job_id: str) -> bool:
-    """Take the activity's waiting-fetch flag for job_id; False when a fetch is already waiting."""
-    script = svc.redis.register_script(_CLAIM)
-    args = [job_id, WAITING_TTL, Job.redis_job_namespace_prefix, CLAIM_GRACE_MS]
-    return script(keys=[_flag(owner_id, activity_id)], args=args) is None
+def _queue_fetch(svc: Services, owner_id: int, activity_id: int, at=None, **kw) -> tuple:
+    """Queue one fetch of an activity unless one is waiting: (queued now?, the job's id)."""
+    job_id = f"sync-activity-{activity_id}-{uuid.uuid4().hex[:12]}"
+    waiting = claims.claim(svc.redis, claims.activity_flag(owner_id, activity_id), job_id)
+    if waiting:
+        return False, waiting
+    meta = {"events": ["activity", activity_id]}
+    enqueue(svc, sync_activity, owner_id, activity_id, at=at, job_id=job_id, meta=meta, **kw)
+    return True, job_id
 
 
 def queue_activity_sync(svc: Services, owner_id: int, activity_id: int, at=None, **kw) -> bool:
     """Queue one fetch of an activity unless one is already waiting; True if a job was queued."""
-    job_id = f"sync-activity-{activity_id}-{uuid.uuid4().hex[:12]}"
-    if not _claim(svc, owner_id, activity_id, job_id):
-        return False
-    meta = {"events": ["activity", activity_id]}
-    enqueue(svc, sync_activity, owner_id, activity_id, at=at, job_id=job_id, meta=meta, **kw)
-    return True
+    return _queue_fetch(svc, owner_id, activity_id, at=at, **kw)[0]
 
 
 def _in(svc: Services, seconds: float) -> datetime:
@@ -123,39 +95,47 @@ def _created_fetch_at(svc: Services, fields: dict) -> datetime | None:
     return _in(svc, delay)
 
 
-def queue_event(svc: Services, event_id: int, fields: dict) -> None:
-    """Queue the work for a stored event (stored as queued); raises redis errors to the caller."""
+def queue_event(svc: Services, event_id: int, fields: dict) -> str | None:
+    """Queue the work for a stored event; returns the job that carries it (None: a catch-up).
+
+    Redis errors go to the caller: the webhook leaves the event for the recovery pass.
+    """
     if fields["object_type"] == "athlete":
-        _queue_revocation_check(svc, fields["owner_id"])
-    elif fields["aspect_type"] == "create" and allowance.spent(svc, fields["owner_id"]):
+        return _queue_revocation_check(svc, fields["owner_id"])
+    if fields["aspect_type"] == "create" and allowance.spent(svc, fields["owner_id"]):
         _await_catch_up(svc, fields["owner_id"], fields["object_id"])  # no fetch job at all
-    else:
-        at = _created_fetch_at(svc, fields)
-        queue_activity_sync(svc, fields["owner_id"], fields["object_id"], at=at)
+        return None
+    at = _created_fetch_at(svc, fields)
+    return _queue_fetch(svc, fields["owner_id"], fields["object_id"], at=at)[1]
 
 
-def requeue_pending(svc: Services, older_than: float = 30, limit: int = 500) -> int:
-    """Queue events that were stored while Redis was unreachable; returns how many."""
-    cutoff = datetime.now(UTC) - timedelta(seconds=older_than)
-    with svc.engine.connect() as conn:
-        rows = [r for r in models.pending_events(conn, limit) if r.received_at <= cutoff]
-    for row in rows:
-        queue_event(svc, row.id, dict(row._mapping))
-        with svc.engine.begin() as conn:
-            models.mark_queued(conn, row.id)
-    return len(rows)
+def queue_stored_event(svc: Services, event_id: int, fields: dict) -> None:
+    """Queue a stored event's work and record the job carrying it (webhook, recovery pass).
+
+    The recorded job id is how the recovery pass tells a waiting event from an orphaned one.
+    """
+    job_id = queue_event(svc, event_id, fields)
+    with svc.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        models.mark_queued(conn, event_id, job_id)
 
 
-def _queue_revocation_check(svc: Services, athlete_id: int, at=None) -> None:
-    enqueue(svc, revoke_athlete, athlete_id, at=at, meta={"events": ["athlete", athlete_id]})
+def _queue_revocation_check(svc: Services, athlete_id: int, at=None) -> str:
+    """One revocation check per athlete at a time: forged events in bulk cost one check."""
+    job_id = f"revoke-athlete-{athlete_id}-{uuid.uuid4().hex[:12]}"
+    waiting = claims.claim(svc.redis, claims.revoke_flag(athlete_id), job_id)
+    if waiting:
+        return waiting
+    meta = {"events": ["athlete", athlete_id]}
+    enqueue(svc, revoke_athlete, athlete_id, at=at, job_id=job_id, meta=meta)
+    return job_id
 
 
-def _queue_rider_job(svc: Services, func, rider_id: int, run_id: int, *args, at=None) -> None:
+def queue_rider_job(svc: Services, func, rider_id: int, run_id: int, *args, at=None) -> None:
     meta = {"run_id": run_id, "rider_id": rider_id}
     enqueue(svc, func, rider_id, run_id, *args, queue="reconcile", at=at, meta=meta)
 
 
-def _reschedule_at(when: float) -> datetime:
+def reschedule_at(when: float) -> datetime:
     # Jitter spreads the jobs that all waited for the same window reset.
     return datetime.fromtimestamp(when + random.uniform(1, 30), UTC)
 
@@ -167,7 +147,7 @@ def _reschedule_at(when: float) -> datetime:
 def sync_activity(owner_id: int, activity_id: int, not_found_retry: int = 0) -> str:
     """Fetch one activity from Strava and bring our copy in line with it."""
     svc = services.current()
-    job = get_current_job()
+    recovery.run_if_due(svc, queue_stored_event)  # workers keep the recovery pass going
     lock = svc.redis.lock(f"strava-sync:activity-lock:{activity_id}", timeout=FETCH_LOCK_TTL)
     if not lock.acquire(blocking=False):
         # Another fetch of this activity is running; this one must come after it, not beside it.
@@ -176,10 +156,8 @@ def sync_activity(owner_id: int, activity_id: int, not_found_retry: int = 0) -> 
         )
         return "busy: fetch handed to a later job"
     try:
-        if job is not None:
-            # From here on a new event gets a new fetch, after this one.
-            flag = _flag(owner_id, activity_id)
-            svc.redis.register_script(_RELEASE)(keys=[flag], args=[job.id])
+        # From here on a new event gets a new fetch, after this one.
+        claims.release(svc.redis, claims.activity_flag(owner_id, activity_id))
         return _sync_activity(svc, owner_id, activity_id, not_found_retry)
     finally:
         lock.release()
@@ -194,6 +172,9 @@ def _sync_activity(svc: Services, owner_id: int, activity_id: int, not_found_ret
         if connection is None or connection.deauthorized_at is not None:
             models.set_event_status(conn, event_ids, "ignored", f"athlete {owner_id} not connected")
             return "ignored: athlete not connected"
+        if connection.needs_reconnect_since is not None:
+            models.set_event_status(conn, event_ids, "ignored", "the rider must reconnect first")
+            return "ignored: the rider must reconnect"
         held = models.activities_by_id(conn, [activity_id]).get(activity_id)
         if (held is None or held["athlete_id"] != owner_id) and not allowance.take(svc, owner_id):
             return _await_catch_up(svc, owner_id, activity_id)
@@ -203,14 +184,15 @@ def _sync_activity(svc: Services, owner_id: int, activity_id: int, not_found_ret
         token = access_token(svc, rider_id)
         data = svc.client.get_activity(token, activity_id, lane="realtime")
     except NoPermit as exc:
-        at = _reschedule_at(exc.retry_at)
+        at = reschedule_at(exc.retry_at)
         queue_activity_sync(svc, owner_id, activity_id, at=at, not_found_retry=not_found_retry)
         return f"waiting for rate budget until {at.isoformat()}"
     except NotFound:
         return _not_found(svc, rider_id, owner_id, activity_id, events, not_found_retry)
-    except Unauthorized as exc:
+    except (Unauthorized, ReconnectNeeded, CredentialsRefused) as exc:
+        # Not proof of a revocation: the event fails with the reason, the rider's data stays.
         with svc.engine.begin() as conn:
-            models.set_event_status(conn, event_ids, "failed", str(exc))
+            models.set_event_status(conn, event_ids, "failed", str(exc)[:500])
         return "failed: Strava refused the rider's token"
     values = parse_activity(data)
     with svc.engine.begin() as conn:
@@ -263,37 +245,46 @@ def _await_catch_up(svc: Services, owner_id: int, activity_id: int) -> str:
     return "waiting for the athlete's catch-up list"
 
 
+def recover() -> dict:
+    """Run the recovery pass and schedule the next one (see recovery.py)."""
+    svc = services.current()
+    recovery.schedule_next(svc)
+    return recovery.run_pass(svc, queue_stored_event)
+
+
 @logged(lambda athlete_id, *_: f"revocation check of athlete {athlete_id}")
 def revoke_athlete(athlete_id: int) -> str:
     """Confirm an athlete's revocation with Strava, then remove their Strava data."""
     svc = services.current()
+    claims.release(
+        svc.redis, claims.revoke_flag(athlete_id)
+    )  # an event from now on gets a check after this one
     with svc.engine.connect() as conn:
         connection = models.get_connection_by_athlete(conn, athlete_id)
-        events = models.open_events(conn, "athlete", athlete_id)
-    event_ids = [e.id for e in events]
     if connection is None or connection.refresh_token is None:
-        _finish(svc, event_ids, "ignored", "athlete not connected")
-        return "ignored: athlete not connected"
+        return _finish(svc, athlete_id, "ignored", "athlete not connected")
     try:
-        # Events are not signed: only Strava refusing the token proves the revocation.
-        token = access_token(svc, connection.rider_id, force_refresh=True)
-        svc.client.list_activities(token, per_page=1, lane="realtime")
-    except Unauthorized:
-        with svc.engine.begin() as conn:
-            models.deauthorize(conn, connection.rider_id)
-            models.set_event_status(conn, event_ids, "done")
-        log.info("rider %s revoked access; their Strava data is deleted", connection.rider_id)
-        return "revoked"
+        # Events are not signed: only Strava refusing an unexpired token proves the revocation.
+        proven = revoked(svc, connection.rider_id)
     except NoPermit as exc:
-        _queue_revocation_check(svc, athlete_id, at=_reschedule_at(exc.retry_at))
+        _queue_revocation_check(svc, athlete_id, at=reschedule_at(exc.retry_at))
         return "waiting for rate budget"
-    _finish(svc, event_ids, "ignored", "Strava still accepts the rider's token: not revoked")
-    return "not revoked"
-
-
-def _finish(svc: Services, event_ids, status: str, reason: str | None = None) -> None:
+    except (ReconnectNeeded, CredentialsRefused) as exc:
+        return _finish(svc, athlete_id, "ignored", f"not confirmed, nothing deleted: {exc}")
+    if not proven:
+        return _finish(svc, athlete_id, "ignored", "Strava still accepts the rider's token")
     with svc.engine.begin() as conn:
-        models.set_event_status(conn, event_ids, status, reason)
+        models.deauthorize(conn, connection.rider_id)
+    log.info("rider %s revoked access; their Strava data is deleted", connection.rider_id)
+    return _finish(svc, athlete_id, "done", None)
+
+
+def _finish(svc: Services, athlete_id: int, status: str, reason: str | None) -> str:
+    """Close the athlete's open events (those that arrived during the check too)."""
+    with svc.engine.begin() as conn:
+        events = models.open_events(conn, "athlete", athlete_id)
+        models.set_event_status(conn, [e.id for e in events], status, reason)
+    return status if reason is None else f"{status}: {reason}"
 
 
 def mark_failed(job: Job, connection: redis.Redis, exc_type, exc_value, traceback) -> None:
@@ -309,7 +300,7 @@ def mark_failed(job: Job, connection: redis.Redis, exc_type, exc_value, tracebac
     # StravaError messages name no token; other exceptions are reduced to their type.
     reason = str(exc_value)[:500] if isinstance(exc_value, StravaError) else exc_type.__name__
     if "run_id" in job.meta:
-        _rider_done(svc, job.meta["run_id"], error=f"rider {job.meta['rider_id']}: {reason}")
+        rider_done(svc, job.meta["run_id"], error=f"rider {job.meta['rider_id']}: {reason}")
         return
     if "events" not in job.meta:
         return
@@ -330,27 +321,44 @@ def queue_sweep(
     max_riders: int | None = None,
     rider_id: int | None = None,
 ) -> dict:
-    """Plan tonight's sweep, queue one job per planned rider, and say what was planned."""
+    """Plan tonight's sweep, queue one job per planned rider, and say what was planned.
+
+    One full sweep at a time: while one runs, or too soon after the last, nothing is queued.
+    """
     if not dry_run:
-        requeue_pending(svc)
-        with svc.engine.begin() as conn:
-            # Longer than any fetch may wait for budget (WAITING_TTL).
-            models.fail_stale_events(conn, datetime.now(UTC) - timedelta(days=3))
+        recovery.run_pass(svc, queue_stored_event)  # pending events too; closes runs that vanished
+    if not sweeplock.guarded(dry_run, max_riders, rider_id):
+        return _plan_and_queue(svc, trigger, dry_run, max_riders, rider_id, full=False)
+    with sweeplock.planning(svc):
+        refused = sweeplock.refusal(svc, trigger, models.now())
+        if refused is None:
+            return _plan_and_queue(svc, trigger, dry_run, max_riders, rider_id, full=True)
+    return refused | {"planned": 0, "deferred": 0, "budget": svc.budget.snapshot()}
+
+
+def _plan_and_queue(svc, trigger, dry_run, max_riders, rider_id, *, full: bool) -> dict:
     planned, deferred = reconcile.plan_sweep(svc, max_riders, rider_id)
     with svc.engine.begin() as conn:
         run_id = models.create_run(conn, "reconcile", trigger, dry_run)
         models.update_run(conn, run_id, riders_planned=len(planned), riders_deferred=deferred)
         models.finish_run_if_complete(conn, run_id)
-    for rider, start in zip(planned, reconcile.sweep_start_times(svc, len(planned)), strict=True):
-        at = None if start is None else _reschedule_at(start)
-        _queue_rider_job(svc, reconcile_rider, rider, run_id, dry_run, at=at)
-    return {
-        "run_id": run_id,
-        "planned": len(planned),
-        "deferred": deferred,
-        "dry_run": dry_run,
-        "budget": svc.budget.snapshot(),
-    }
+        if full:
+            sweeplock.record(conn, run_id)
+    try:
+        starts = reconcile.sweep_start_times(svc, len(planned))
+        for rider, start in zip(planned, starts, strict=True):
+            at = None if start is None else reschedule_at(start)
+            queue_rider_job(svc, reconcile_rider, rider, run_id, dry_run, at=at)
+    except redis.RedisError as exc:
+        run_failed(svc, run_id, f"could not queue the riders' jobs: Redis {type(exc).__name__}")
+        raise
+    summary = {"run_id": run_id, "planned": len(planned), "deferred": deferred, "dry_run": dry_run}
+    return summary | {"budget": svc.budget.snapshot()}
+
+
+def run_failed(svc: Services, run_id: int, reason: str) -> None:
+    with svc.engine.begin() as conn:  # a run that could not queue its work never stays running
+        models.update_run(conn, run_id, status="failed", error=reason, finished_at=models.now())
 
 
 @logged(lambda rider_id, run_id, *_: f"sweep #{run_id} of rider {rider_id}")
@@ -362,8 +370,8 @@ def reconcile_rider(rider_id: int, run_id: int, dry_run: bool = False) -> dict:
     except NoPermit as exc:
         with svc.engine.begin() as conn:
             models.add_to_run(conn, run_id, riders_rescheduled=1)
-        _queue_rider_job(
-            svc, reconcile_rider, rider_id, run_id, dry_run, at=_reschedule_at(exc.retry_at)
+        queue_rider_job(
+            svc, reconcile_rider, rider_id, run_id, dry_run, at=reschedule_at(exc.retry_at)
         )
         return {"waiting_until": exc.retry_at}
     except Unauthorized as exc:
@@ -372,51 +380,20 @@ def reconcile_rider(rider_id: int, run_id: int, dry_run: bool = False) -> dict:
             connection = models.get_connection(conn, rider_id)
         if connection is not None:
             _queue_revocation_check(svc, connection.athlete_id)
-        _rider_done(svc, run_id, error=f"rider {rider_id}: {exc}")
+        rider_done(svc, run_id, error=f"rider {rider_id}: {exc}")
         return {"error": "token refused"}
+    except (ReconnectNeeded, CredentialsRefused) as exc:
+        rider_done(svc, run_id, error=str(exc))  # not a revocation: no check, nothing deleted
+        return {"error": "no usable grant"}
     if dry_run:
         note_differences(svc, run_id, rider_id, repair.changes)
-    _rider_done(svc, run_id, **repair.counts())
+    rider_done(svc, run_id, **repair.counts())
     return repair.counts()
 
 
-def _rider_done(svc: Services, run_id: int, error: str | None = None, **counts: int) -> None:
+def rider_done(svc: Services, run_id: int, error: str | None = None, **counts: int) -> None:
     with svc.engine.begin() as conn:
         models.add_to_run(conn, run_id, riders_done=1, **counts)
         if error:
             models.update_run(conn, run_id, error=error[:500])
         models.finish_run_if_complete(conn, run_id)
-
-
-def queue_backfill(
-    svc: Services, rider_id: int, days: int | None = None, trigger: str | None = None
-) -> int:
-    """Restart a rider's history read (all of it, or the last `days`); returns the run id."""
-    trigger = trigger or ("connect" if days is None else "command")
-    with svc.engine.begin() as conn:
-        models.update_connection(conn, rider_id, backfill_before=None)
-        run_id = models.create_run(conn, "backfill", trigger)
-        models.update_run(conn, run_id, riders_planned=1)
-    _queue_rider_job(svc, backfill_rider, rider_id, run_id, days)
-    return run_id
-
-
-@logged(lambda rider_id, run_id, *_: f"backfill #{run_id} of rider {rider_id}")
-def backfill_rider(rider_id: int, run_id: int, days: int | None = None) -> str:
-    """Read a rider's history page by page on the bulk lane, resuming after budget waits."""
-    svc = services.current()
-    floor = int(svc.clock()) - days * 86400 if days else None
-    finished = False
-    while not finished:
-        try:
-            finished, repair = reconcile.backfill_page(svc, rider_id, floor)
-        except NoPermit as exc:
-            with svc.engine.begin() as conn:
-                models.add_to_run(conn, run_id, riders_rescheduled=1)
-            at = _reschedule_at(exc.retry_at)
-            _queue_rider_job(svc, backfill_rider, rider_id, run_id, days, at=at)
-            return f"waiting for rate budget until {at.isoformat()}"
-        with svc.engine.begin() as conn:
-            models.add_to_run(conn, run_id, **repair.counts())
-    _rider_done(svc, run_id)
-    return "done"

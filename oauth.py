@@ -10,8 +10,8 @@ from urllib.parse import urlencode
 import redis
 from flask import Blueprint, redirect, request, session, url_for
 
+import backfill
 import invites
-import jobs
 import models
 import pages
 from extension import current_services
@@ -169,7 +169,7 @@ def _store_connection(svc, grant: dict, scope: str, invite):
         rider_id = rider_id or models.create_rider(conn, name)
         models.save_connection(conn, rider_id, athlete_id, stored, scope)
     try:
-        jobs.queue_backfill(svc, rider_id)
+        backfill.queue_backfill(svc, rider_id)
     except redis.RedisError as exc:
         log.warning("rider %s connected but the backfill was not queued: %s", rider_id, exc)
     return pages.sign_in(rider_id, f"{name} is connected (Strava athlete {athlete_id}).")

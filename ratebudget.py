@@ -29,11 +29,17 @@ BUCKETS = ("overall", "read")
 COUNTERS = (("overall", "day"), ("read", "day"), ("overall", "15m"), ("read", "15m"))
 HISTORY_TTL = 2 * DAY  # the admin page's chart reaches back 24 hours
 PER_MILLION = 1_000_000  # lane shares in integer parts per million, so Lua and Python floor alike
+DOCUMENTED = {"overall": (200, 2000), "read": (100, 1000)}  # Strava's default limits
+PLAUSIBLE_SHARE = 10  # a learned limit below 1/10 of the documented one is a garbled header
+MAX_COUNT = 10**9  # reported figures are clamped: Redis counters overflow at 2**63 - 1
+LIMITS_TTL = DAY  # learned limits are forgotten a day after Strava last reported them
 
-# KEYS: the four counters, then the limits hash.
+# KEYS: the four counters, the limits hash, then the Retry-After key.
 # ARGV: lane share per million, then per counter (3 each): limits field, default limit, ttl;
-# last, the lane's share of the daily counters (the first two), per million.
+# then the lane's share of the daily counters (the first two), per million; then the epoch second.
 _TAKE = """
+local wait_until = tonumber(redis.call('GET', KEYS[6]) or '0')
+if wait_until > tonumber(ARGV[15]) then return {5, wait_until, 0} end
 for i = 1, 4 do
   local a = 1 + (i - 1) * 3
   local limit = tonumber(redis.call('HGET', KEYS[5], ARGV[a + 1]) or ARGV[a + 2])
@@ -51,13 +57,17 @@ return {0, 0, 0}
 """
 
 # KEYS: the four counters, then the limits hash.
-# ARGV per counter (5 each): limits field, default limit, reported limit, reported usage, ttl.
+# ARGV per counter (5 each): limits field, default limit, reported limit, reported usage, ttl;
+# then how long learned limits live.
 # '' means not reported; a usage of 'spent' raises the counter to the counter's limit.
 _RECORD = """
 for i = 1, 4 do
   local a = (i - 1) * 5
   local field, limit, usage = ARGV[a + 1], ARGV[a + 3], ARGV[a + 4]
-  if limit ~= '' then redis.call('HSET', KEYS[5], field, limit) end
+  if limit ~= '' then
+    redis.call('HSET', KEYS[5], field, limit)
+    redis.call('EXPIRE', KEYS[5], ARGV[21])
+  end
   if usage == 'spent' then usage = redis.call('HGET', KEYS[5], field) or ARGV[a + 2] end
   if usage ~= '' and tonumber(usage) > tonumber(redis.call('GET', KEYS[i]) or '0') then
     redis.call('SET', KEYS[i], usage, 'EX', ARGV[a + 5])
@@ -94,6 +104,17 @@ def _by_window(usage: BucketUsage | None) -> dict[str, tuple[int, int]]:
         "15m": (usage.limit_15min, usage.usage_15min),
         "day": (usage.limit_day, usage.usage_day),
     }
+
+
+def _plausible(bucket: str, window: str, reported: tuple) -> tuple:
+    """A reported (limit, used) with an implausible limit dropped and usage clamped."""
+    limit, used = reported
+    floor = DOCUMENTED[bucket][0 if window == "15m" else 1] // PLAUSIBLE_SHARE
+    if limit != "" and not floor <= limit <= MAX_COUNT:
+        limit = ""  # e.g. '0,0': adopting it would refuse every permit with nothing to correct it
+    if used != "":
+        used = min(used, MAX_COUNT)
+    return limit, used
 
 
 def _iso(epoch: float) -> str:
@@ -143,8 +164,11 @@ class RateBudget:
         args = [share]
         for bucket, window in COUNTERS:
             args += [f"{bucket}:{window}", self._default(bucket, window), self._ttl(window, now)]
-        args.append(self._day_shares[lane])
-        blocked, used, cap = self._take(keys=self._keys(now), args=args)
+        args += [self._day_shares[lane], int(now)]
+        keys = [*self._keys(now), f"{self.prefix}:retry-after"]
+        blocked, used, cap = self._take(keys=keys, args=args)
+        if blocked == 5:
+            raise NoPermit(used, f"Strava asked us to wait (Retry-After) until {_iso(used)}")
         if blocked:
             bucket, window = COUNTERS[blocked - 1]
             name = "15-minute" if window == "15m" else "daily"
@@ -164,8 +188,8 @@ class RateBudget:
         exhausted = any(used >= limit for r in reported.values() for limit, used in r.values())
         args = []
         for bucket, window in COUNTERS:
-            limit, used = reported[bucket].get(window, ("", ""))
-            if status == 429 and not exhausted and window == "15m":
+            limit, used = _plausible(bucket, window, reported[bucket].get(window, ("", "")))
+            if status == 429 and not exhausted and not rate_limits.retry_after and window == "15m":
                 used = "spent"  # a 429 that doesn't say which window: assume the 15-minute ones
             if not same[window]:
                 used = ""
@@ -176,7 +200,15 @@ class RateBudget:
                 used,
                 self._ttl(window, now),
             ]
-        self._record(keys=self._keys(now), args=args)
+        self._record(keys=self._keys(now), args=[*args, LIMITS_TTL])
+        if status == 429 and rate_limits.retry_after:
+            self._wait(now, rate_limits.retry_after)
+
+    def _wait(self, now: float, seconds: int) -> None:
+        """Refuse every permit for `seconds` (at most a day), as a 429's Retry-After asks."""
+        seconds = min(seconds, DAY)
+        key = f"{self.prefix}:retry-after"
+        self.redis.set(key, math.ceil(now + seconds), ex=seconds + EXPIRY_SLACK)
 
     def available(self, lane: str = "bulk") -> dict:
         """Permits this lane may still take in this 15-minute window and today (both buckets)."""

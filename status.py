@@ -119,6 +119,7 @@ def collect_status(svc: Services) -> dict:
             "last_backfill": run_summary(backfill) if backfill else None,
             "riders": riders["counts"],
             "riders_by_state": riders["by_state"],
+            "credentials_refused_at": models.get_setting(conn, "strava_credentials_refused_at"),
         }
     try:
         status["queues"] = _queues(svc)
@@ -150,6 +151,12 @@ def warnings(status: dict) -> list[str]:
         found.append(
             f"Strava answered 'application inactive' at {inactive}; nothing works "
             "until the application's owner renews its Strava subscription"
+        )
+    refused = status.get("credentials_refused_at")
+    if refused:
+        found.append(
+            f"Strava refused this application's credentials at {refused}; check "
+            "STRAVA_CLIENT_ID and STRAVA_CLIENT_SECRET (no rider is marked revoked for it)"
         )
     for name, q in status.get("queues", {}).items():
         if not q["workers"]:

@@ -60,19 +60,30 @@ class BucketUsage:
 
 @dataclass(frozen=True)
 class RateLimits:
-    """Both buckets from one response; a bucket is None when its headers were absent or garbled."""
+    """Both buckets from one response; a bucket is None when its headers were absent or garbled.
+
+    `retry_after` is Retry-After in seconds, when Strava sent it as a number.
+    """
 
     overall: BucketUsage | None
     read: BucketUsage | None
+    retry_after: int | None = None
 
 
 def _pair(value: str | None) -> tuple[int, int] | None:
     if value is None:
         return None
     parts = [p.strip() for p in value.split(",")]
-    if len(parts) != 2 or not all(p.isdigit() for p in parts):
+    # isdigit() alone accepts '²' and other Unicode digits that int() refuses.
+    if len(parts) != 2 or not all(p.isascii() and p.isdigit() for p in parts):
         return None
     return int(parts[0]), int(parts[1])
+
+
+def _seconds(value: str | None) -> int | None:
+    """Retry-After as delta-seconds; an HTTP date or anything odd is ignored (None)."""
+    value = (value or "").strip()
+    return int(value) if value.isascii() and value.isdigit() else None
 
 
 def _bucket(headers: Mapping[str, str], prefix: str) -> BucketUsage | None:
@@ -89,6 +100,7 @@ def parse_rate_limits(headers: Mapping[str, str]) -> RateLimits:
     return RateLimits(
         overall=_bucket(lowered, "x-ratelimit"),
         read=_bucket(lowered, "x-readratelimit"),
+        retry_after=_seconds(lowered.get("retry-after")),
     )
 
 

@@ -209,7 +209,7 @@ def _decode(body: bytes):
 def _queue(svc, event_id: int, fields: dict) -> None:
     """Queue the event's work; with Redis down the row goes back to pending for the workers."""
     try:
-        jobs.queue_event(svc, event_id, fields)
+        jobs.queue_stored_event(svc, event_id, fields)
     except redis.RedisError as exc:
         log.warning("event %s stored but not queued (%s); a worker will queue it", event_id, exc)
         try:
@@ -218,3 +218,6 @@ def _queue(svc, event_id: int, fields: dict) -> None:
         except SQLAlchemyError:
             # Left `queued` without a job: the recovery pass re-queues such events too.
             log.warning("event %s could not be marked pending", event_id)
+    except SQLAlchemyError as exc:
+        # Queued, its job not recorded: the recovery pass finds the waiting job and records it.
+        log.warning("event %s queued but its job not recorded (%s)", event_id, exc)

@@ -22,25 +22,23 @@ from sqlalchemy.exc import SQLAlchemyError
 import history
 import jobs  # the job modules, imported once in the parent (jobs imports reconcile and models)
 import models
+import recovery
 import services
 from services import Services
 
 log = logging.getLogger(__name__)
 
-RECOVERY_EVERY = 60  # seconds between recovery passes, across every worker
-RECOVERY_KEY = "strava-sync:recovery-pass"
-RECOVERY_BATCH = 500  # pending events queued by one pass
+RECOVERY_EVERY = 30  # seconds between maintenance runs (the recovery pass keeps its own pace)
 
 
 def recover(svc: Services) -> int:
-    """The recovery pass, at most once a RECOVERY_EVERY across all workers; returns events queued.
+    """Between jobs: the recovery pass (recovery.py) when due, and the day's history checks.
 
-    The hook for the recovery pass: whatever else must be re-queued between jobs belongs here.
+    Returns how many events the pass queued again.
     """
-    if not svc.redis.set(RECOVERY_KEY, 1, nx=True, ex=RECOVERY_EVERY):
-        return 0
     history.queue_checks(svc)  # once a day, after the sweep started
-    return jobs.requeue_pending(svc, limit=RECOVERY_BATCH)
+    outcome = recovery.run_if_due(svc, jobs.queue_stored_event)
+    return outcome["requeued"] if outcome else 0
 
 
 def warm_up(svc: Services) -> None:

@@ -14,6 +14,7 @@ import click
 import redis
 from flask.cli import with_appcontext
 
+import backfill
 import jobs
 import models
 from diagnose import START_WORKER, explain
@@ -199,7 +200,7 @@ def backfill_command(rider_id, days, wait, timeout, as_json):
     _require_connected(svc, rider_id)
     try:
         listening = workers_listening(svc, "reconcile")  # asks Redis before anything is written
-        run_id = jobs.queue_backfill(svc, rider_id, days, trigger="command")
+        run_id = backfill.queue_backfill(svc, rider_id, days, trigger="command")
     except redis.RedisError as exc:
         raise click.ClickException(f"nothing was queued: {explain(exc, svc.config)}") from None
     if not as_json:

@@ -181,13 +181,13 @@ def pending_events(conn: Connection, limit: int = 500):
     return conn.execute(query).all()
 
 
-def mark_queued(conn: Connection, event_id: int) -> None:
-    """Record that an event's work is queued, unless a job already finished it."""
+def mark_queued(conn: Connection, event_id: int, job_id: str | None = None) -> None:
+    """Record that an event's work is queued (and by which job), unless a job finished it."""
     table = webhook_event
     conn.execute(
         table.update()
-        .where(table.c.id == event_id, table.c.status == "pending")
-        .values(status="queued")
+        .where(table.c.id == event_id, table.c.status.in_(("pending", "queued")))
+        .values(status="queued", job_id=job_id)
     )
 
 
@@ -214,3 +214,29 @@ def event_counts_since(conn: Connection, since: datetime) -> dict[str, int]:
         .group_by(table.c.status)
     )
     return dict(conn.execute(query).all())
+
+
+def queued_events(conn: Connection, received_before: datetime, limit: int = 200):
+    """Events marked queued that arrived before a time, oldest first (the recovery pass checks
+    that their job still exists)."""
+    table = webhook_event
+    query = (
+        sa.select(table)
+        .where(table.c.status == "queued", table.c.received_at < received_before)
+        .order_by(table.c.id)
+        .limit(limit)
+    )
+    return conn.execute(query).all()
+
+
+def prune_events(conn: Connection, done_before: datetime, failed_before: datetime, limit: int):
+    """Delete up to `limit` finished events older than their retention; returns how many."""
+    table = webhook_event
+    old = sa.or_(
+        sa.and_(table.c.status.in_(("done", "ignored")), table.c.received_at < done_before),
+        sa.and_(table.c.status == "failed", table.c.received_at < failed_before),
+    )
+    ids = list(conn.execute(sa.select(table.c.id).where(old).limit(limit)).scalars())
+    if ids:
+        conn.execute(table.delete().where(table.c.id.in_(ids)))
+    return len(ids)

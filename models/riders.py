@@ -43,6 +43,7 @@ def save_connection(conn: Connection, rider_id: int, athlete_id: int, tokens: di
         scope=scope,
         connected_at=now(),
         deauthorized_at=None,
+        needs_reconnect_since=None,
         backfill_before=None,
     )
     stmt = _insert(conn, strava_connection).values(rider_id=rider_id, **values)
@@ -85,15 +86,46 @@ def deauthorize(conn: Connection, rider_id: int) -> int:
         eddington_days_miles=None,
         eddington_days_km=None,
         deauthorized_at=now(),
+        needs_reconnect_since=None,
         backfill_before=None,
     )
     return deleted
 
 
+def mark_needs_reconnect(conn: Connection, rider_id: int) -> None:
+    """Record that the rider's grant was lost without proof of revocation (first time only)."""
+    table = strava_connection
+    conn.execute(
+        table.update()
+        .where(table.c.rider_id == rider_id, table.c.needs_reconnect_since.is_(None))
+        .values(needs_reconnect_since=now())
+    )
+
+
+def reconnect_overdue(conn: Connection, older_than: datetime) -> list[int]:
+    """Riders still waiting to reconnect since before a time (their grace period is over)."""
+    table = strava_connection
+    query = sa.select(table.c.rider_id).where(
+        table.c.deauthorized_at.is_(None), table.c.needs_reconnect_since < older_than
+    )
+    return list(conn.execute(query.order_by(table.c.rider_id)).scalars())
+
+
+def needs_reconnect_riders(conn: Connection):
+    """Riders whose grant was lost without proof of revocation, with since when."""
+    table = strava_connection
+    query = sa.select(table.c.rider_id, table.c.needs_reconnect_since).where(
+        table.c.deauthorized_at.is_(None), table.c.needs_reconnect_since.is_not(None)
+    )
+    return conn.execute(query.order_by(table.c.rider_id)).all()
+
+
 def _connected(rider_id: int | None):
     table = strava_connection
     query = sa.select(table.c.rider_id).where(
-        table.c.deauthorized_at.is_(None), table.c.refresh_token.is_not(None)
+        table.c.deauthorized_at.is_(None),
+        table.c.refresh_token.is_not(None),
+        table.c.needs_reconnect_since.is_(None),  # syncing stops until the rider reconnects
     )
     return query if rider_id is None else query.where(table.c.rider_id == rider_id)
 

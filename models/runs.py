@@ -31,6 +31,7 @@ def update_run(conn: Connection, run_id: int, **values) -> None:
 def add_to_run(conn: Connection, run_id: int, **increments: int) -> None:
     """Add to a sync_run's counters atomically (many rider jobs report into one run)."""
     values = {name: getattr(sync_run.c, name) + n for name, n in increments.items()}
+    values["progress_at"] = now()  # the recovery pass closes runs that stop reporting
     conn.execute(sync_run.update().where(sync_run.c.id == run_id).values(**values))
 
 
@@ -41,6 +42,12 @@ def finish_run_if_complete(conn: Connection, run_id: int) -> None:
         return
     partial = run.riders_deferred or run.riders_rescheduled
     update_run(conn, run_id, status="partial" if partial else "done", finished_at=now())
+
+
+def running_runs(conn: Connection):
+    """Runs still marked running, oldest first."""
+    query = sa.select(sync_run).where(sync_run.c.status == "running").order_by(sync_run.c.id)
+    return conn.execute(query).all()
 
 
 def recent_runs(conn: Connection, kind: str = "reconcile", limit: int = 7):

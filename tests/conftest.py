@@ -29,6 +29,7 @@ from strava_sim.serve import LoopbackServer as LiveServer
 REAL_REDIS = os.environ.get("TEST_REDIS_URL")
 REAL_DATABASE = os.environ.get("TEST_DATABASE_URL")
 VERIFY_TOKEN = "test-verify-token"
+RECOVERY = "recovery-"  # the recovery pass's own recurring job: never promoted by these helpers
 CRON_SECRET = "test-cron-secret"
 ENV_NAMES = (
     "STRAVA_CLIENT_ID", "STRAVA_CLIENT_SECRET", "STRAVA_VERIFY_TOKEN", "STRAVA_API_URL",
@@ -39,6 +40,7 @@ ENV_NAMES = (
     "STRAVA_REVOKE_ENDPOINT", "SECRET_KEY", "PUBLIC_URL", "CONNECT_REQUIRES_INVITE",
     "UNKNOWN_FETCH_ALLOWANCE", "INLINE_WORKER",
     "RECONCILE_MIN_SHARE", "VERIFY_HISTORY_DAYS", "CREATE_FETCH_DELAY_SECONDS",
+    "RECONNECT_GRACE_DAYS", "EVENT_RETENTION_DAYS", "RECONCILE_MIN_INTERVAL_HOURS",
 )  # fmt: skip
 
 
@@ -57,6 +59,12 @@ def instance_in_tmp(monkeypatch, tmp_path):
     folder = str(tmp_path / "instance")
     monkeypatch.setattr(flask.Flask, "auto_find_instance_path", lambda self: folder)
     return folder
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The fault suite's table (tests/faults), when it ran."""
+    for line in getattr(terminalreporter.config, "fault_table", []):
+        terminalreporter.write_line(line)
 
 
 @pytest.fixture(autouse=True)
@@ -166,6 +174,8 @@ def promote_scheduled(app) -> list[Job]:
         queue = Queue(name, connection=svc.redis)
         registry = ScheduledJobRegistry(queue=queue)
         for job_id in registry.get_job_ids():
+            if job_id.startswith(RECOVERY):
+                continue
             job = Job.fetch(job_id, connection=svc.redis)
             registry.remove(job)
             queue.enqueue_job(job)
@@ -179,7 +189,8 @@ def scheduled_jobs(app) -> list[Job]:
     jobs = []
     for name in QUEUES:
         registry = ScheduledJobRegistry(queue=Queue(name, connection=svc.redis))
-        jobs += [Job.fetch(i, connection=svc.redis) for i in registry.get_job_ids()]
+        ids = [i for i in registry.get_job_ids() if not i.startswith(RECOVERY)]
+        jobs += [Job.fetch(i, connection=svc.redis) for i in ids]
     return jobs
 
 

@@ -361,7 +361,8 @@ class Stack:
 
     def job_counts(self) -> dict[str, int]:
         """Jobs waiting, running, scheduled and failed over both queues (no registry cleanup:
-        that would run RQ's failure callbacks in this process)."""
+        that would run RQ's failure callbacks in this process). The recovery pass's recurring
+        job is always scheduled: it is left out."""
         counts = Counter()
         for queue in self.queues():
             counts["queued"] += queue.count
@@ -370,7 +371,8 @@ class Stack:
                 ("scheduled", ScheduledJobRegistry),
                 ("failed", FailedJobRegistry),
             ):
-                counts[name] += registry(queue=queue).get_job_count(cleanup=False)
+                ids = registry(queue=queue).get_job_ids(cleanup=False)
+                counts[name] += sum(not i.startswith("recovery-") for i in ids)
         return dict(counts)
 
     def scheduled_job_ids(self, queue: str = "strava") -> list[str]:

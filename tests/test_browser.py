@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from conftest import connect_rider, run_jobs
 
-import jobs
+import backfill
 import models
 from ratebudget import WINDOW, RateBudget
 
@@ -127,7 +127,7 @@ def club_history(app, sim, now: datetime) -> None:
             )
         with svc.engine.begin() as conn:
             models.update_connection(conn, rider, backfill_before=None)
-        jobs.queue_backfill(svc, rider)
+        backfill.queue_backfill(svc, rider)
 
 
 def budget_day(svc, now: float) -> None:

@@ -334,9 +334,9 @@ def test_no_permit_reschedules_for_the_window_reset(database_url):
     from strava_sim import StravaSim
 
     clock = mid_window_clock()  # a window reset in mid-test would let the third fetch run
-    # Our configured limits are the defaults; the limit of 2 is learned from Strava's headers.
+    # A limit of 2 is below what a header may teach us (a tenth of Strava's default): configured.
     with StravaSim(read_limits=(2, 100), clock=clock) as sim:
-        app = make_app(database_url, sim, CLOCK=clock.now)
+        app = make_app(database_url, sim, CLOCK=clock.now, STRAVA_READ_RATE_LIMITS=(2, 100))
         svc = app.extensions["strava_sync"]
         client = app.test_client()
         _, athlete = connect_rider(app, sim)

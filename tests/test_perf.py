@@ -8,8 +8,8 @@ import pytest
 import sqlalchemy as sa
 from conftest import connect_rider, event, make_app, run_jobs, scheduled_jobs
 
+import backfill
 import history
-import jobs
 import models
 import reconcile
 import services
@@ -41,7 +41,7 @@ def events_in(svc):
 # -- the acknowledgement ---------------------------------------------------------------------------
 
 
-def test_receive_event_stores_a_handled_event_in_one_statement(app, client, svc, sim):
+def test_receive_event_stores_a_handled_event_then_records_its_job(app, client, svc, sim):
     _, athlete = connect_rider(app, sim)
     client.post(WEBHOOK, json=event(athlete, 1))  # the subscription lookup is cached after this
 
@@ -50,7 +50,9 @@ def test_receive_event_stores_a_handled_event_in_one_statement(app, client, svc,
         svc.engine, lambda: answers.append(client.post(WEBHOOK, json=event(athlete, 2)))
     )
 
-    assert count == 1
+    # One statement stores the event (the connection check included); one records its job id,
+    # which is how the recovery pass tells a waiting event from one whose job Redis lost.
+    assert count == 2
     assert answers[0].get_json() == {"status": "queued"}
     row = events_in(svc)[-1]
     assert (row.status, row.error, row.processed_at) == ("queued", None, None)
@@ -210,7 +212,7 @@ def backfilled(app, sim):
     ]
     with svc.engine.begin() as conn:
         models.update_connection(conn, rider_id, backfill_before=None)
-    run_id = jobs.queue_backfill(svc, rider_id)
+    run_id = backfill.queue_backfill(svc, rider_id)
     run_jobs(app)
     with svc.engine.connect() as conn:
         assert len(models.rider_activities(conn, rider_id)) == 5

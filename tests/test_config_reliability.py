@@ -1,0 +1,30 @@
+"""The fault-handling settings: defaults, and one sentence naming the variable when refused."""
+
+import pytest
+
+import config
+
+
+def test_reliability_defaults():
+    settings = config.from_environ({})
+    assert settings["RECONNECT_GRACE_DAYS"] == 30
+    assert settings["EVENT_RETENTION_DAYS"] == 30
+    assert settings["RECONCILE_MIN_INTERVAL_HOURS"] == 12
+
+
+def test_minimum_interval_may_be_zero():
+    assert (
+        config.from_environ({"RECONCILE_MIN_INTERVAL_HOURS": "0"})["RECONCILE_MIN_INTERVAL_HOURS"]
+        == 0
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("RECONNECT_GRACE_DAYS", "0"), ("EVENT_RETENTION_DAYS", "soon"),
+     ("EVENT_RETENTION_DAYS", "\u00b3"), ("RECONCILE_MIN_INTERVAL_HOURS", "-1"),
+     ("RECONCILE_MIN_INTERVAL_HOURS", "\u00b2")],
+)  # fmt: skip
+def test_bad_reliability_values_are_refused_naming_the_variable(name, value):
+    with pytest.raises(config.ConfigError, match=name):
+        config.from_environ({name: value})
