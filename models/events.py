@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from .schema import UTCDateTime, _insert, now, strava_connection, webhook_event
+from .schema import UTCDateTime, now, strava_connection, webhook_event
 
 UPDATES_CAP = 2048  # characters of an event's `updates` JSON we keep
 ERROR_CAP = 500  # characters of an event's `error` we keep
@@ -34,28 +34,6 @@ def event_identity(fields: dict) -> str:
         [fields[k] for k in keys] + [fields["updates"]], sort_keys=True, separators=(",", ":")
     )
     return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def insert_event(conn: Connection, fields: dict, status: str, error: str | None = None):
-    """Store an event; returns its id, or None if this exact event was stored before.
-
-    Stored text is capped (a junk event is not kept whole); the identity hashes the full body.
-    """
-    values = dict(
-        fields,
-        object_type=cap(fields["object_type"], TEXT_CAP),
-        aspect_type=cap(fields["aspect_type"], TEXT_CAP),
-        updates=cap(json.dumps(fields["updates"], sort_keys=True), UPDATES_CAP),
-        identity=event_identity(fields),
-        received_at=now(),
-        status=status,
-        attempts=0,
-        error=cap(error, ERROR_CAP),
-        processed_at=now() if status == "ignored" else None,
-    )
-    stmt = _insert(conn, webhook_event).values(**values)
-    stmt = stmt.on_conflict_do_nothing(index_elements=["identity"]).returning(webhook_event.c.id)
-    return conn.execute(stmt).scalar()
 
 
 def store_event(conn: Connection, fields: dict, unhandled: str | None):

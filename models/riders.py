@@ -111,15 +111,6 @@ def reconnect_overdue(conn: Connection, older_than: datetime) -> list[int]:
     return list(conn.execute(query.order_by(table.c.rider_id)).scalars())
 
 
-def needs_reconnect_riders(conn: Connection):
-    """Riders whose grant was lost without proof of revocation, with since when."""
-    table = strava_connection
-    query = sa.select(table.c.rider_id, table.c.needs_reconnect_since).where(
-        table.c.deauthorized_at.is_(None), table.c.needs_reconnect_since.is_not(None)
-    )
-    return conn.execute(query.order_by(table.c.rider_id)).all()
-
-
 def _connected(rider_id: int | None):
     table = strava_connection
     query = sa.select(table.c.rider_id).where(

@@ -31,11 +31,14 @@ try:
 except ImportError:  # pragma: no cover - depends on the machine
     webdriver = None
 
-pytestmark = pytest.mark.skipif(
-    webdriver is None or not CHROMIUM or not CHROMEDRIVER,
-    reason="the browser test needs selenium (requirements-dev.txt) and Debian's chromium and "
-    "chromium-driver packages (apt-get install -y chromium chromium-driver; .ci/run does it)",
-)
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        webdriver is None or not CHROMIUM or not CHROMEDRIVER,
+        reason="the browser test needs selenium (requirements-dev.txt) and Debian's chromium and "
+        "chromium-driver packages (apt-get install -y chromium chromium-driver; .ci/run does it)",
+    ),
+]
 
 FLAGS = (
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
