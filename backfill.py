@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import redis
 
+import failures
 import jobs
 import models
 import reconcile
@@ -29,7 +30,9 @@ def queue_backfill(
     try:
         jobs.queue_rider_job(svc, backfill_rider, rider_id, run_id, days)
     except redis.RedisError as exc:
-        jobs.run_failed(svc, run_id, f"could not queue the backfill: Redis {type(exc).__name__}")
+        failures.run_failed(
+            svc, run_id, f"could not queue the backfill: Redis {type(exc).__name__}"
+        )
         raise
     return run_id
 
@@ -51,5 +54,5 @@ def backfill_rider(rider_id: int, run_id: int, days: int | None = None) -> str:
             return f"waiting for rate budget until {at.isoformat()}"
         with svc.engine.begin() as conn:
             models.add_to_run(conn, run_id, **repair.counts())
-    jobs.rider_done(svc, run_id)
+    failures.rider_done(svc, run_id)
     return "done"

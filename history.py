@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import failures
 import jobs
 import models
 import reconcile
@@ -135,5 +136,5 @@ def verify_history(rider_id: int, run_id: int, before: int | None = None) -> str
     now = datetime.fromtimestamp(svc.clock(), UTC)
     with svc.engine.begin() as conn:
         models.update_connection(conn, rider_id, history_verified_at=now)
-    jobs.rider_done(svc, run_id)
+    failures.rider_done(svc, run_id)
     return "verified"

@@ -14,10 +14,10 @@ from datetime import UTC, datetime
 
 import redis
 from rq import Callback, Retry
-from rq.job import Job
 
 import allowance
 import claims
+import failures
 import inline
 import models
 import reconcile
@@ -27,7 +27,7 @@ import sweeplock
 from joblog import logged, note_differences
 from ratebudget import NoPermit
 from services import Services
-from strava_client import ApplicationInactive, NotFound, StravaError, Unauthorized, parse_activity
+from strava_client import NotFound, Unauthorized, parse_activity
 from tokens import CredentialsRefused, ReconnectNeeded, access_token, revoked
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ def enqueue(svc: Services, func, *args, queue="strava", at=None, job_id=None, me
         result_ttl=3600,
         failure_ttl=7 * 86400,
         retry=Retry(max=3, interval=[30, 120, 600]),
-        on_failure=Callback(mark_failed),
+        on_failure=Callback(failures.mark_failed),
     )
     q = svc.queue(queue)
     # One round trip: RQ's queue registration, job hash and push go out as one pipeline.
@@ -66,9 +66,17 @@ def enqueue(svc: Services, func, *args, queue="strava", at=None, job_id=None, me
     return job
 
 
-def _queue_fetch(svc: Services, owner_id: int, activity_id: int, at=None, **kw) -> tuple:
+def new_job_id(fields: dict) -> str:
+    """A fresh id for the job an event's work would get (stored with the event beforehand)."""
+    kind = "revoke-athlete" if fields["object_type"] == "athlete" else "sync-activity"
+    return f"{kind}-{fields['object_id']}-{uuid.uuid4().hex[:12]}"
+
+
+def _queue_fetch(
+    svc: Services, owner_id: int, activity_id: int, at=None, job_id=None, **kw
+) -> tuple:
     """Queue one fetch of an activity unless one is waiting: (queued now?, the job's id)."""
-    job_id = f"sync-activity-{activity_id}-{uuid.uuid4().hex[:12]}"
+    job_id = job_id or new_job_id({"object_type": "activity", "object_id": activity_id})
     waiting = claims.claim(svc.redis, claims.activity_flag(owner_id, activity_id), job_id)
     if waiting:
         return False, waiting
@@ -95,33 +103,37 @@ def _created_fetch_at(svc: Services, fields: dict) -> datetime | None:
     return _in(svc, delay)
 
 
-def queue_event(svc: Services, event_id: int, fields: dict) -> str | None:
+def queue_event(svc: Services, fields: dict, job_id: str | None = None) -> str | None:
     """Queue the work for a stored event; returns the job that carries it (None: a catch-up).
 
-    Redis errors go to the caller: the webhook leaves the event for the recovery pass.
+    `job_id` names the job if one is queued; the answer differs when the event rides on a job
+    already waiting. Redis errors go to the caller: the event is left to the recovery pass.
     """
     if fields["object_type"] == "athlete":
-        return _queue_revocation_check(svc, fields["owner_id"])
+        return _queue_revocation_check(svc, fields["owner_id"], job_id=job_id)
     if fields["aspect_type"] == "create" and allowance.spent(svc, fields["owner_id"]):
         _await_catch_up(svc, fields["owner_id"], fields["object_id"])  # no fetch job at all
         return None
     at = _created_fetch_at(svc, fields)
-    return _queue_fetch(svc, fields["owner_id"], fields["object_id"], at=at)[1]
+    return _queue_fetch(svc, fields["owner_id"], fields["object_id"], at=at, job_id=job_id)[1]
 
 
-def queue_stored_event(svc: Services, event_id: int, fields: dict) -> None:
-    """Queue a stored event's work and record the job carrying it (webhook, recovery pass).
+def queue_stored_event(svc: Services, event_id: int, fields: dict, stored_job: str | None = None):
+    """Queue a stored event's work and make sure its row names the job carrying it.
 
-    The recorded job id is how the recovery pass tells a waiting event from an orphaned one.
+    The job id on the row is how the recovery pass tells a waiting event from an orphaned one. The
+    webhook stores the event with a fresh id (`stored_job`) and the row is written again only when
+    the event rides on another job.
     """
-    job_id = queue_event(svc, event_id, fields)
-    with svc.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        models.mark_queued(conn, event_id, job_id)
+    job_id = queue_event(svc, fields, stored_job)
+    if job_id is None or job_id != stored_job:
+        with svc.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            models.mark_queued(conn, event_id, job_id)
 
 
-def _queue_revocation_check(svc: Services, athlete_id: int, at=None) -> str:
+def _queue_revocation_check(svc: Services, athlete_id: int, at=None, job_id=None) -> str:
     """One revocation check per athlete at a time: forged events in bulk cost one check."""
-    job_id = f"revoke-athlete-{athlete_id}-{uuid.uuid4().hex[:12]}"
+    job_id = job_id or new_job_id({"object_type": "athlete", "object_id": athlete_id})
     waiting = claims.claim(svc.redis, claims.revoke_flag(athlete_id), job_id)
     if waiting:
         return waiting
@@ -287,29 +299,6 @@ def _finish(svc: Services, athlete_id: int, status: str, reason: str | None) -> 
     return status if reason is None else f"{status}: {reason}"
 
 
-def mark_failed(job: Job, connection: redis.Redis, exc_type, exc_value, traceback) -> None:
-    """RQ failure callback: once no retries are left, record why on the job's events."""
-    svc = services.current()
-    if isinstance(exc_value, ApplicationInactive):
-        # Nothing works until the application's owner renews: make it plain to the operator.
-        log.error("%s", exc_value)
-        with svc.engine.begin() as conn:
-            models.set_setting(conn, "application_inactive_at", models.now().isoformat())
-    if job.retries_left:
-        return  # RQ will try again
-    # StravaError messages name no token; other exceptions are reduced to their type.
-    reason = str(exc_value)[:500] if isinstance(exc_value, StravaError) else exc_type.__name__
-    if "run_id" in job.meta:
-        rider_done(svc, job.meta["run_id"], error=f"rider {job.meta['rider_id']}: {reason}")
-        return
-    if "events" not in job.meta:
-        return
-    object_type, object_id = job.meta["events"]
-    with svc.engine.begin() as conn:
-        events = models.open_events(conn, object_type, object_id)
-        models.set_event_status(conn, [e.id for e in events], "failed", reason)
-
-
 # -- sweeps and backfills -------------------------------------------------------------------------
 
 
@@ -350,15 +339,12 @@ def _plan_and_queue(svc, trigger, dry_run, max_riders, rider_id, *, full: bool) 
             at = None if start is None else reschedule_at(start)
             queue_rider_job(svc, reconcile_rider, rider, run_id, dry_run, at=at)
     except redis.RedisError as exc:
-        run_failed(svc, run_id, f"could not queue the riders' jobs: Redis {type(exc).__name__}")
+        failures.run_failed(
+            svc, run_id, f"could not queue the riders' jobs: Redis {type(exc).__name__}"
+        )
         raise
     summary = {"run_id": run_id, "planned": len(planned), "deferred": deferred, "dry_run": dry_run}
     return summary | {"budget": svc.budget.snapshot()}
-
-
-def run_failed(svc: Services, run_id: int, reason: str) -> None:
-    with svc.engine.begin() as conn:  # a run that could not queue its work never stays running
-        models.update_run(conn, run_id, status="failed", error=reason, finished_at=models.now())
 
 
 @logged(lambda rider_id, run_id, *_: f"sweep #{run_id} of rider {rider_id}")
@@ -380,20 +366,14 @@ def reconcile_rider(rider_id: int, run_id: int, dry_run: bool = False) -> dict:
             connection = models.get_connection(conn, rider_id)
         if connection is not None:
             _queue_revocation_check(svc, connection.athlete_id)
-        rider_done(svc, run_id, error=f"rider {rider_id}: {exc}")
+        failures.rider_done(svc, run_id, error=f"rider {rider_id}: {exc}")
         return {"error": "token refused"}
     except (ReconnectNeeded, CredentialsRefused) as exc:
-        rider_done(svc, run_id, error=str(exc))  # not a revocation: no check, nothing deleted
+        failures.rider_done(
+            svc, run_id, error=str(exc)
+        )  # not a revocation: no check, nothing deleted
         return {"error": "no usable grant"}
     if dry_run:
         note_differences(svc, run_id, rider_id, repair.changes)
-    rider_done(svc, run_id, **repair.counts())
+    failures.rider_done(svc, run_id, **repair.counts())
     return repair.counts()
-
-
-def rider_done(svc: Services, run_id: int, error: str | None = None, **counts: int) -> None:
-    with svc.engine.begin() as conn:
-        models.add_to_run(conn, run_id, riders_done=1, **counts)
-        if error:
-            models.update_run(conn, run_id, error=error[:500])
-        models.finish_run_if_complete(conn, run_id)

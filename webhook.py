@@ -168,7 +168,9 @@ def receive_event():
         fields = asdict(event)
         # One statement (the connection check and the insert), committed on its own: no BEGIN.
         with svc.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            event_id, status, reason = models.store_event(conn, fields, unhandled_reason(event))
+            job_id = jobs.new_job_id(fields)
+            stored = models.store_event(conn, fields, unhandled_reason(event), job_id)
+            event_id, status, reason = stored
     except SQLAlchemyError:
         log.exception("could not store a webhook event")
         return _error("could not store the event; please retry", 503)
@@ -176,7 +178,7 @@ def receive_event():
         return jsonify(status="duplicate")
     if status == "ignored":
         return jsonify(status="ignored", reason=reason)
-    _queue(svc, event_id, fields)
+    _queue(svc, event_id, fields, job_id)
     return jsonify(status="queued")
 
 
@@ -206,10 +208,10 @@ def _decode(body: bytes):
         raise BadEvent("the body is not valid JSON") from None
 
 
-def _queue(svc, event_id: int, fields: dict) -> None:
+def _queue(svc, event_id: int, fields: dict, job_id: str) -> None:
     """Queue the event's work; with Redis down the row goes back to pending for the workers."""
     try:
-        jobs.queue_stored_event(svc, event_id, fields)
+        jobs.queue_stored_event(svc, event_id, fields, job_id)
     except redis.RedisError as exc:
         log.warning("event %s stored but not queued (%s); a worker will queue it", event_id, exc)
         try:

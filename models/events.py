@@ -36,7 +36,7 @@ def event_identity(fields: dict) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def store_event(conn: Connection, fields: dict, unhandled: str | None):
+def store_event(conn: Connection, fields: dict, unhandled: str | None, job_id: str | None = None):
     """Store an event in one statement, choosing its status in SQL; returns (id, status, error).
 
     The status is `queued` when the event is handled (`unhandled` is None) and its athlete is
@@ -53,6 +53,7 @@ def store_event(conn: Connection, fields: dict, unhandled: str | None):
         received_at=now(),
         not_ours=f"athlete {fields['owner_id']} is not connected to us",
         unhandled=cap(unhandled, ERROR_CAP),
+        job_id=job_id,
     )
     stmt = _store_statement(conn.dialect.name, unhandled is None)
     found = conn.execute(stmt, params).first()
@@ -75,14 +76,17 @@ def _store_statement(dialect: str, handled: bool):
         status = sa.case((connected, "queued"), else_="ignored")
         error = sa.case((connected, sa.null()), else_=p("not_ours", type_=sa.Text))
         processed = sa.case((connected, sa.null()), else_=received)
+        job = sa.case((connected, p("job_id", type_=sa.Text)), else_=sa.null())
     else:
         status, error, processed = sa.literal("ignored"), p("unhandled", type_=sa.Text), received
+        job = sa.null()
     names = [*_STORED, "updates", "identity", "received_at"]
     values = [p(n, type_=table.c[n].type) for n in names]
     columns = [table.c[n] for n in names]
     columns += [table.c.attempts, table.c.status, table.c.error, table.c.processed_at]
+    columns.append(table.c.job_id)
     # `WHERE true` lets SQLite tell the SELECT from the ON CONFLICT clause that follows it.
-    select = sa.select(*values, sa.literal(0), status, error, processed).where(sa.true())
+    select = sa.select(*values, sa.literal(0), status, error, processed, job).where(sa.true())
     insert = (postgresql if dialect == "postgresql" else sqlite).insert(table)
     return (
         insert.from_select(columns, select)

@@ -41,7 +41,7 @@ def events_in(svc):
 # -- the acknowledgement ---------------------------------------------------------------------------
 
 
-def test_receive_event_stores_a_handled_event_then_records_its_job(app, client, svc, sim):
+def test_receive_event_stores_a_handled_event_with_its_job_in_one_statement(app, client, svc, sim):
     _, athlete = connect_rider(app, sim)
     client.post(WEBHOOK, json=event(athlete, 1))  # the subscription lookup is cached after this
 
@@ -50,13 +50,12 @@ def test_receive_event_stores_a_handled_event_then_records_its_job(app, client, 
         svc.engine, lambda: answers.append(client.post(WEBHOOK, json=event(athlete, 2)))
     )
 
-    # One statement stores the event (the connection check included); one records its job id,
-    # which is how the recovery pass tells a waiting event from one whose job Redis lost.
-    assert count == 2
+    assert count == 1
     assert answers[0].get_json() == {"status": "queued"}
     row = events_in(svc)[-1]
     assert (row.status, row.error, row.processed_at) == ("queued", None, None)
     assert svc.queue("strava").count == 2
+    assert svc.queue("strava").job_ids[-1] == row.job_id  # the row names the job that carries it
 
 
 def test_receive_event_for_an_unknown_athlete_is_ignored_by_the_same_statement(app, client, svc):
