@@ -27,6 +27,11 @@ from strava_sim import StravaSim
 from strava_sim.serve import LoopbackServer as LiveServer
 
 REAL_REDIS = os.environ.get("TEST_REDIS_URL")
+# For subprocesses: the checkout first, then what the suite was started with (CI puts its
+# libfaketime shim there, which every Python process under the faked clock needs).
+PYTHONPATH = os.pathsep.join(
+    p for p in (str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH")) if p
+)
 REAL_DATABASE = os.environ.get("TEST_DATABASE_URL")
 VERIFY_TOKEN = "test-verify-token"
 RECOVERY = "recovery-"  # the recovery pass's own recurring job: never promoted by these helpers

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import REAL_DATABASE, REAL_REDIS
+from conftest import PYTHONPATH, REAL_DATABASE, REAL_REDIS
 from e2e_support import BIN, ROOT, free_port, wait_until
 
 import models
@@ -58,7 +58,7 @@ def flask(env, *args) -> subprocess.CompletedProcess:
 @pytest.fixture
 def environment(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("STRAVA_", "TEST_"))}
-    env.update(PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1", TOKEN_ENCRYPTION_KEY=KEY)
+    env.update(PYTHONPATH=PYTHONPATH, PYTHONUNBUFFERED="1", TOKEN_ENCRYPTION_KEY=KEY)
     env.update(STRAVA_VERIFY_TOKEN="rehearsal", CRON_SECRET="rehearsal")
     env["CREATE_FETCH_DELAY_SECONDS"] = "0"  # as the guide's rehearsal sets it
     env["SECRET_KEY"] = "rehearsal-session-key"  # the web processes must share it

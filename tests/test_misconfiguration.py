@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import CRON_SECRET, REAL_DATABASE, make_app
+from conftest import CRON_SECRET, PYTHONPATH, REAL_DATABASE, make_app
 
 import config
 import services
@@ -27,7 +27,7 @@ def run_flask(tmp_path, env: dict, *args: str) -> subprocess.CompletedProcess:
     """`flask --app app ...` as an operator runs it, in a clean environment."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("STRAVA_", "TEST_"))}
     clean.pop("REDIS_URL", None)
-    clean.update({"PYTHONPATH": str(ROOT), "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite"})
+    clean.update({"PYTHONPATH": PYTHONPATH, "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite"})
     clean["TOKEN_ENCRYPTION_KEY"] = GOOD_KEY
     clean.update(env)
     return subprocess.run(
@@ -100,7 +100,7 @@ def test_backfill_names_an_unreachable_redis(database_url, sim):
 
 def test_gunicorn_refuses_a_bad_key_in_one_sentence(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("STRAVA_", "TEST_"))}
-    env.update(PYTHONPATH=str(ROOT), TOKEN_ENCRYPTION_KEY="not-a-key")
+    env.update(PYTHONPATH=PYTHONPATH, TOKEN_ENCRYPTION_KEY="not-a-key")
     env["DATABASE_URL"] = f"sqlite:///{tmp_path}/db.sqlite"
     gunicorn = Path(sys.executable).with_name("gunicorn")
     process = subprocess.Popen(
