@@ -268,9 +268,8 @@ def recover() -> dict:
 def revoke_athlete(athlete_id: int) -> str:
     """Confirm an athlete's revocation with Strava, then remove their Strava data."""
     svc = services.current()
-    claims.release(
-        svc.redis, claims.revoke_flag(athlete_id)
-    )  # an event from now on gets a check after this one
+    # An event from now on gets a check after this one.
+    claims.release(svc.redis, claims.revoke_flag(athlete_id))
     with svc.engine.connect() as conn:
         connection = models.get_connection_by_athlete(conn, athlete_id)
     if connection is None or connection.refresh_token is None:
