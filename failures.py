@@ -37,9 +37,11 @@ def mark_failed(job: Job, connection: redis.Redis, exc_type, exc_value, tracebac
     if "events" not in job.meta:
         return
     object_type, object_id = job.meta["events"]
+    owner = job.meta.get("owner")  # a fetch carries its owner's events only, never a victim's
     with svc.engine.begin() as conn:
         events = models.open_events(conn, object_type, object_id)
-        models.set_event_status(conn, [e.id for e in events], "failed", reason)
+        ids = [e.id for e in events if owner is None or e.owner_id == owner]
+        models.set_event_status(conn, ids, "failed", reason)
 
 
 def rider_done(svc: Services, run_id: int, error: str | None = None, **counts: int) -> None:

@@ -80,7 +80,7 @@ def _queue_fetch(
     waiting = claims.claim(svc.redis, claims.activity_flag(owner_id, activity_id), job_id)
     if waiting:
         return False, waiting
-    meta = {"events": ["activity", activity_id]}
+    meta = {"events": ["activity", activity_id], "owner": owner_id}
     enqueue(svc, sync_activity, owner_id, activity_id, at=at, job_id=job_id, meta=meta, **kw)
     return True, job_id
 

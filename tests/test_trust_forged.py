@@ -7,10 +7,14 @@ import tempfile
 import pytest
 import sqlalchemy as sa
 from conftest import connect_rider, event, make_app, promote_scheduled, run_jobs, scheduled_jobs
+from rq.job import Job
 from test_jobs import activity_row, connection, post
 
 import allowance
+import failures
 import models
+import services
+from strava_client import StravaError
 
 DETAIL = "GET /activities/{id}"
 LIST = "GET /athlete/activities"
@@ -92,6 +96,25 @@ def test_attack_forged_event_does_not_swallow_the_owners_genuine_event(app, clie
     run_jobs(app)
     assert activity_row(svc, activity).name == "Renamed by Bea"
     assert [e.status for e in events_by_owner(svc, athlete_b)] == ["done", "done"]
+
+
+def test_attack_forged_fetch_that_fails_for_good_leaves_the_owners_event_open(
+    app, client, svc, sim
+):
+    (_, athlete_a), (_, athlete_b), activity = two_riders_b_holding_an_activity(app, client, sim)
+    post(client, event(athlete_a, activity, "update", event_time=50))  # forged
+    post(client, event(athlete_b, activity, "update", event_time=60))  # genuine
+    [forged_job, genuine_job] = [Job.fetch(i, connection=svc.redis) for i in queued_ids(svc)]
+    assert (forged_job.meta["owner"], genuine_job.meta["owner"]) == (athlete_a, athlete_b)
+    forged_job.retries_left = 0  # the forged fetch failed for good
+    with services.bind(svc):
+        failures.mark_failed(forged_job, svc.redis, StravaError, StravaError("boom"), None)
+    assert [e.status for e in events_by_owner(svc, athlete_a)] == ["failed"]
+    assert [e.status for e in events_by_owner(svc, athlete_b)] == ["done", "queued"]
+
+
+def queued_ids(svc):
+    return svc.queue("strava").job_ids
 
 
 def test_attack_forged_create_flood_costs_at_most_50_reads_a_day(flood_database_url, sim):
