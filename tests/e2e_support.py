@@ -213,8 +213,8 @@ class Stack:
 
     # -- lifecycle --
 
-    def start(self) -> Stack:
-        """Clean Redis and the schema, start gunicorn and the workers, create the subscription."""
+    def start_web(self) -> None:
+        """Clean Redis and the schema, then start gunicorn on them."""
         self.redis.flushdb()
         models.drop_all(self.engine)
         models.init_db(self.engine)
@@ -225,6 +225,10 @@ class Stack:
             dict(self.env, HOME=str(self.tmp_path)),
             self.tmp_path,
         )
+
+    def start(self) -> Stack:
+        """Clean Redis and the schema, start gunicorn and the workers, create the subscription."""
+        self.start_web()
         for i in range(WORKERS):
             argv = [str(BIN / "rq"), "worker", "-w", "worker.Worker"]
             argv += ["--url", self.env["REDIS_URL"], "--with-scheduler"]

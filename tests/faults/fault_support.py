@@ -170,15 +170,7 @@ class FaultStack(Stack):
         self.env["RECONCILE_MIN_INTERVAL_HOURS"] = "0"  # sweeps by hand, back to back
 
     def start(self) -> FaultStack:
-        self.redis.flushdb()
-        models.drop_all(self.engine)
-        models.init_db(self.engine)
-        self.web = start_process(
-            "gunicorn",
-            [str(BIN / "gunicorn"), "-w", "2", "-b", f"127.0.0.1:{self.port}", "app:create_app()"],
-            dict(self.env, HOME=str(self.tmp_path)),
-            self.tmp_path,
-        )
+        self.start_web()
         supervisor = [str(BIN / "python"), str(Path(__file__).with_name("supervise.py"))]
         worker = [str(BIN / "rq"), "worker", "--url", self.env["REDIS_URL"], *WORKER_KNOBS]
         for i in range(WORKERS):
