@@ -14,19 +14,15 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
-import admin
 import cli
 import config
-import cron
-import diagnose
-import extension
-import migrate
-import oauth
-import pages
 import services
 import webhook
-from diagnose import StartupError
-from extension import current_services
+from models import migrate
+from services import diagnose
+from services.diagnose import StartupError
+from web import admin, cron, extension, oauth, pages
+from web.extension import current_services
 
 log = logging.getLogger(__name__)
 # Secrets that travel in URLs: the verify token (validation GET), the OAuth code and state
@@ -59,7 +55,12 @@ class RedactSecrets(logging.Filter):
 
 def create_app(test_config: dict | None = None) -> Flask:
     """Build the app from the environment, with `test_config` applied on top."""
-    app = Flask(__name__, instance_relative_config=True)
+    app = Flask(
+        __name__,
+        instance_relative_config=True,
+        template_folder="web/templates",
+        static_folder="web/static",
+    )
     try:
         app.config.from_mapping(config.from_environ(instance_path=app.instance_path))
     except config.ConfigError as exc:
@@ -86,7 +87,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.add_url_rule("/healthz", view_func=healthz)
     if app.config.get("CHECK_SCHEMA", True):
         app.before_request(require_schema_at_head)
-    cli.init_app(app, create_app)
+    cli.init_app(app)
     # urllib3 logs each request line at DEBUG, subscription calls' client_secret included.
     for name in ("werkzeug", "gunicorn.access", "urllib3.connectionpool"):
         logger = logging.getLogger(name)

@@ -19,11 +19,10 @@ import redis
 import rq
 from sqlalchemy.exc import SQLAlchemyError
 
-import history
 import jobs  # the job modules, imported once in the parent (jobs imports reconcile and models)
 import models
-import recovery
 import services
+from jobs import history, recovery
 from services import Services
 
 log = logging.getLogger(__name__)

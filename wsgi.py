@@ -6,7 +6,7 @@ gunicorn prints an AppImportError's message (no traceback) and exits with status
 from gunicorn.errors import AppImportError
 
 from app import deployed_app
-from diagnose import StartupError
+from services.diagnose import StartupError
 
 try:
     app = deployed_app()

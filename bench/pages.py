@@ -24,6 +24,7 @@ from _common import heading, machine, percentile
 import config
 import models
 from app import create_app
+from sync import eddington
 
 PAGES = ("/", "/me", "/leaderboard", "/admin")
 
@@ -51,7 +52,7 @@ def load_club(svc, riders: int, rides: int, seed: int) -> tuple[int, int]:
                     }
                 )  # fmt: skip
             conn.execute(models.strava_activity.insert(), rows)
-            models.update_eddington(conn, rider_id, svc.config["EDDINGTON_SPORT_TYPES"])
+            eddington.store_numbers(conn, rider_id, svc.config["EDDINGTON_SPORT_TYPES"])
     return 1, 500_000
 
 

@@ -19,6 +19,7 @@ import time
 
 import click
 
+from app import create_app
 from demo.report import check_consistency, print_summary, print_verdict
 from demo.story import connect_all, simulate, subscribe, sweep
 from demo.system import DemoError, running_system, say
@@ -90,3 +91,6 @@ def run_demo(create_app, *, riders: int, days: int, seed: int, drop_rate: float)
         return False
     click.echo(f"Finished in {time.monotonic() - began:.1f} s.")
     return not differences
+
+
+demo_command = command(create_app)  # `flask demo`: registered in pyproject.toml (flask.commands)

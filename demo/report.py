@@ -9,11 +9,11 @@ import click
 
 import models
 from demo.system import Demo, plural
-from eddington import eddington_numbers
+from jobs.status import collect_status, format_status
 from services import Services
-from status import collect_status, format_status
 from strava_sim import StravaSim
 from strava_sim.scenario import DemoRider, visible_truth
+from sync.eddington import eddington_numbers
 
 DIFFERENCES_SHOWN = LEADERBOARD = 10
 RATE_LIMITED = ("GET /athlete/activities", "GET /activities/{id}")  # Strava counts only these

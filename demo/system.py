@@ -15,11 +15,11 @@ from flask import Flask
 from rq import Worker
 from rq.registry import ScheduledJobRegistry
 
-import inline
 import models
-from inline import InlineRunner
-from ratebudget import RateBudget
+from jobs import inline
+from jobs.inline import InlineRunner
 from services import QUEUES, Services
+from strava_client.ratebudget import RateBudget
 from strava_sim import StravaSim
 from strava_sim.serve import serve_in_thread
 

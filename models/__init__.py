@@ -13,7 +13,6 @@ from .activities import (
     delete_activity,
     rider_activities,
     same_activity,
-    update_eddington,
     upsert_activity,
 )
 from .board import leaderboard, recent_activities, rider_choices, set_leaderboard_hidden
@@ -135,7 +134,6 @@ __all__ = [
     "sync_run",
     "unannounced",
     "update_connection",
-    "update_eddington",
     "update_run",
     "upsert_activity",
     "webhook_event",

@@ -8,9 +8,6 @@ from datetime import date, datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from eddington import METRES_PER_KM, METRES_PER_MILE, eddington_numbers, qualifying_days
-
-from .riders import update_connection
 from .schema import ACTIVITY_FIELDS, _insert, now, strava_activity
 
 
@@ -90,18 +87,3 @@ def daily_distances(conn: Connection, rider_id: int, sport_types: Iterable[str])
     for start_local, distance in conn.execute(query):
         per_day[start_local.date()] = per_day.get(start_local.date(), 0.0) + (distance or 0.0)
     return list(per_day.values())
-
-
-def update_eddington(conn: Connection, rider_id: int, sport_types: Iterable[str]) -> None:
-    """Recompute and store the rider's Eddington numbers from the activities we hold."""
-    days = daily_distances(conn, rider_id, sport_types)
-    miles, km = eddington_numbers(days)
-    update_connection(
-        conn,
-        rider_id,
-        eddington_number_miles=miles,
-        eddington_number_km=km,
-        # Stored with the numbers, so the leaderboard needs no scan of every rider's rides.
-        eddington_days_miles=qualifying_days(days, METRES_PER_MILE, miles),
-        eddington_days_km=qualifying_days(days, METRES_PER_KM, km),
-    )

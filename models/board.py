@@ -8,10 +8,8 @@ from typing import NamedTuple
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from eddington import METRES_PER_KM, METRES_PER_MILE
-
 from .riders import update_connection
-from .schema import riders, strava_activity, strava_connection
+from .schema import METRES_PER_KM, METRES_PER_MILE, riders, strava_activity, strava_connection
 
 
 class LeaderRow(NamedTuple):

@@ -8,7 +8,10 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
-import migrate
+from models import migrate
+
+METRES_PER_MILE = 1609.344  # distances are stored in metres
+METRES_PER_KM = 1000.0
 
 metadata = sa.MetaData()
 

@@ -33,9 +33,8 @@ from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegis
 
 import config
 import models
-import tokens
 from services import QUEUES
-from strava_client import parse_activity
+from strava_client import parse_activity, tokens
 from strava_sim import StravaSim
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import models
+from sync import eddington
 
 CSRF = "test-csrf-token"
 HTML = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
@@ -39,7 +40,7 @@ def add_ride(svc, rider_id: int, athlete_id: int, activity_id: int, km: float, d
     }  # fmt: skip
     with svc.engine.begin() as conn:
         models.upsert_activity(conn, rider_id, values)
-        models.update_eddington(conn, rider_id, svc.config["EDDINGTON_SPORT_TYPES"])
+        eddington.store_numbers(conn, rider_id, svc.config["EDDINGTON_SPORT_TYPES"])
 
 
 def connection(svc, rider_id: int):

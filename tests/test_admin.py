@@ -9,9 +9,9 @@ import sqlalchemy as sa
 from conftest import connect_rider, make_app
 from pages_support import post, sign_in
 
-import admin
 import models
-import status
+from jobs import status
+from web import admin
 
 NOW = 1_780_000_000 - 1_780_000_000 % 900 + 120  # two minutes into a 15-minute window
 

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from conftest import connect_rider, run_jobs
 
-import backfill
 import models
-from ratebudget import WINDOW, RateBudget
+from jobs import backfill
+from strava_client.ratebudget import WINDOW, RateBudget
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

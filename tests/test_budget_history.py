@@ -7,7 +7,7 @@ import pytest
 import redis
 from conftest import REAL_REDIS
 
-from ratebudget import DAY, HISTORY_TTL, WINDOW, NoPermit, RateBudget
+from strava_client.ratebudget import DAY, HISTORY_TTL, WINDOW, NoPermit, RateBudget
 
 MIDNIGHT = 1_780_012_800 - 1_780_012_800 % DAY
 

@@ -12,6 +12,7 @@ import demo
 import models
 from app import create_app
 from strava_client import parse_activity
+from sync import eddington
 
 
 def test_run_demo_ends_consistent_and_reports_the_figures(capsys, monkeypatch, tmp_path):
@@ -44,7 +45,7 @@ def test_run_demo_ends_consistent_and_reports_the_figures(capsys, monkeypatch, t
 
 def test_demo_command_exits_zero_and_prints_pass(tmp_path):
     app = make_app(f"sqlite:///{tmp_path / 'outer.sqlite'}")  # the app `flask` loads for commands
-    result = app.test_cli_runner().invoke(args=["demo", "--riders", "2", "--seed", "3"])
+    result = app.test_cli_runner().invoke(demo.demo_command, ["--riders", "2", "--seed", "3"])
     assert result.exit_code == 0, result.output
     assert "Consistency check: PASS" in result.output
 
@@ -66,7 +67,7 @@ def _hold_truth(svc, sim, rider_id, athlete_id):
     with svc.engine.begin() as conn:
         for activity in sim.activities(athlete_id):
             models.upsert_activity(conn, rider_id, parse_activity(activity))
-        models.update_eddington(conn, rider_id, svc.config["EDDINGTON_SPORT_TYPES"])
+        eddington.store_numbers(conn, rider_id, svc.config["EDDINGTON_SPORT_TYPES"])
 
 
 def _world(app, sim, scope=demo.FULL_SCOPE):

@@ -29,7 +29,7 @@ from rq.job import Job
 from rq.registry import ScheduledJobRegistry
 
 import jobs
-from ratebudget import RateBudget, window_bounds
+from strava_client.ratebudget import RateBudget, window_bounds
 from strava_sim import Faults, StravaSim
 
 pytestmark = [

@@ -1,7 +1,7 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from eddington import METRES_PER_KM, METRES_PER_MILE, eddington, eddington_numbers
+from sync.eddington import METRES_PER_KM, METRES_PER_MILE, eddington, eddington_numbers
 
 
 def test_eddington_counts_days_reaching_the_number():

@@ -10,7 +10,7 @@ import jobs
 import models
 import services
 from services import QUEUES
-from tokens import access_token
+from strava_client.tokens import access_token
 
 DETAIL = "GET /activities/{id}"
 

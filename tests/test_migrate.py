@@ -9,8 +9,8 @@ from alembic.runtime.migration import MigrationContext
 from conftest import make_app
 from fixtures import first_landing_schema as first
 
-import migrate
 import models
+from models import migrate
 
 T0 = datetime(2026, 3, 1, 7, 30, tzinfo=UTC)
 HEAD = migrate.head()

@@ -12,8 +12,8 @@ from conftest import CRON_SECRET, PYTHONPATH, REAL_DATABASE, make_app
 
 import config
 import services
-from diagnose import StartupError
 from models import make_engine
+from services.diagnose import StartupError
 
 ROOT = Path(__file__).resolve().parent.parent
 GOOD_KEY = "Zm9vYmFyYmF6cXV4Zm9vYmFyYmF6cXV4Zm9vYmFyYmE="  # a valid Fernet key (32 bytes)

@@ -6,8 +6,8 @@ import requests
 import sqlalchemy as sa
 from conftest import connect_rider, make_app, run_jobs
 
-import invites
 import models
+from sync import invites
 
 
 def authorize(client, sim, athlete_id, scope=None, deny=False, query=""):

@@ -8,8 +8,9 @@ import pytest
 from conftest import connect_rider, event, make_app, run_jobs
 
 import models
-from commands.runs import Progress
-from diagnose import START_WORKER
+from cli.runs import Progress
+from services.diagnose import START_WORKER
+from strava_sim.cli import simulate_command
 
 
 def test_reconcile_with_no_worker_says_so_at_once_and_exits_1(app, runner, svc, sim):
@@ -86,7 +87,7 @@ def test_help_shows_defaults(runner, command):
 
 
 def test_simulate_help_shows_its_port(runner):
-    assert "[default: 8765" in runner.invoke(args=["simulate", "--help"]).output
+    assert "[default: 8765" in runner.invoke(simulate_command, ["--help"]).output
 
 
 def test_riders_and_leaderboard(app, runner, svc, sim):

@@ -11,7 +11,7 @@ from conftest import connect_rider, make_app
 from pages_support import CSRF, HTML, add_ride, connection, held_activities, post, sign_in
 
 import models
-from eddington import METRES_PER_KM, METRES_PER_MILE, next_target
+from sync.eddington import METRES_PER_KM, METRES_PER_MILE, next_target
 
 
 def text(response) -> str:

@@ -8,13 +8,11 @@ import pytest
 import sqlalchemy as sa
 from conftest import connect_rider, event, make_app, run_jobs, scheduled_jobs
 
-import backfill
-import history
 import models
 import reconcile
 import services
-import status
-from ratebudget import NoPermit, RateBudget
+from jobs import backfill, history, status
+from strava_client.ratebudget import NoPermit, RateBudget
 
 NOON = 1_764_331_200  # 2025-11-28 12:00 UTC
 WEBHOOK = "/api/strava/webhook"

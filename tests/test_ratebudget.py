@@ -15,8 +15,8 @@ import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ratebudget import NoPermit, RateBudget, window_bounds
 from strava_client import BucketUsage, RateLimits
+from strava_client.ratebudget import NoPermit, RateBudget, window_bounds
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL")
 NOON = datetime(2026, 11, 28, 12, 0, tzinfo=UTC).timestamp()

@@ -10,8 +10,8 @@ import fakeredis
 import pytest
 import redis
 
-from ratebudget import DAY, LIMITS_TTL, NoPermit, RateBudget
 from strava_client import BucketUsage, RateLimits, parse_rate_limits
+from strava_client.ratebudget import DAY, LIMITS_TTL, NoPermit, RateBudget
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL")
 NOON = datetime(2026, 11, 28, 12, 0, tzinfo=UTC).timestamp()

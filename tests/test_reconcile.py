@@ -7,11 +7,11 @@ import sqlalchemy as sa
 from clocks import mid_window_clock, noon_clock
 from conftest import CRON_SECRET, connect_rider, event, make_app, run_jobs, scheduled_jobs
 
-import backfill
 import jobs
 import models
-from ratebudget import NoPermit
+from jobs import backfill
 from reconcile import lookback_start, stagger
+from strava_client.ratebudget import NoPermit
 from strava_sim import SimClock, StravaSim
 
 LIST = "GET /athlete/activities"

@@ -9,10 +9,9 @@ from conftest import connect_rider, event, run_jobs, stop_redis_client
 from rq.job import Job
 from rq.registry import ScheduledJobRegistry
 
-import backfill
 import jobs
 import models
-import recovery
+from jobs import backfill, recovery
 
 LATER = timedelta(minutes=5)  # past ORPHAN_AFTER: an event this old is not being enqueued now
 

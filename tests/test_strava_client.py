@@ -17,7 +17,7 @@ from strava_client import (
     parse_activity,
     parse_rate_limits,
 )
-from tokens import TokenCipher
+from strava_client.tokens import TokenCipher
 
 API = "http://127.0.0.1:9/api/v3"
 OAUTH = "http://127.0.0.1:9/oauth"

@@ -7,9 +7,9 @@ from conftest import connect_rider, event, make_app, run_jobs
 from sqlalchemy.exc import OperationalError
 
 import models
-import tokens
-from status import collect_status, format_status
-from tokens import CredentialsRefused, ReconnectNeeded, access_token
+from jobs.status import collect_status, format_status
+from strava_client import tokens
+from strava_client.tokens import CredentialsRefused, ReconnectNeeded, access_token
 
 LIST = "GET /athlete/activities"
 DEAUTH = {"authorized": "false"}

@@ -10,11 +10,11 @@ from conftest import connect_rider, event, make_app, promote_scheduled, run_jobs
 from rq.job import Job
 from test_jobs import activity_row, connection, post
 
-import allowance
-import failures
 import models
 import services
+from jobs import failures
 from strava_client import StravaError
+from sync import allowance
 
 DETAIL = "GET /activities/{id}"
 LIST = "GET /athlete/activities"

@@ -9,8 +9,8 @@ import sqlalchemy as sa
 from conftest import connect_rider, make_app
 from test_oauth import authorize, connections
 
-import invites
 import models
+from sync import invites
 
 
 def new_rider(svc, name="Club member"):

@@ -15,20 +15,16 @@ from datetime import UTC, datetime
 import redis
 from rq import Callback, Retry
 
-import allowance
-import claims
-import failures
-import inline
 import models
 import reconcile
-import recovery
 import services
-import sweeplock
-from joblog import logged, note_differences
-from ratebudget import NoPermit
+from jobs import claims, failures, inline, recovery
+from jobs.joblog import logged, note_differences
 from services import Services
 from strava_client import NotFound, Unauthorized, parse_activity
-from tokens import CredentialsRefused, ReconnectNeeded, access_token, revoked
+from strava_client.ratebudget import NoPermit
+from strava_client.tokens import CredentialsRefused, ReconnectNeeded, access_token, revoked
+from sync import allowance, eddington, sweeplock
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +33,7 @@ FETCH_TIMEOUT = 60  # RQ stops an activity fetch after this long
 RIDER_TIMEOUT = 600  # RQ stops a rider's sweep or backfill job after this long
 # A fetch's lock outlives any live fetch; a killed worker's lock lapses soon after.
 FETCH_LOCK_TTL = FETCH_TIMEOUT + 15
-CATCH_UP_JOB = "catchup.catch_up_athlete"
+CATCH_UP_JOB = "jobs.catchup.catch_up_athlete"
 
 
 def enqueue(svc: Services, func, *args, queue="strava", at=None, job_id=None, meta=None, **kwargs):
@@ -217,7 +213,7 @@ def _sync_activity(svc: Services, owner_id: int, activity_id: int, not_found_ret
             )
             return "failed: activity belongs to another athlete"
         if outcome != "unchanged":
-            models.update_eddington(conn, rider_id, svc.config["EDDINGTON_SPORT_TYPES"])
+            eddington.store_numbers(conn, rider_id, svc.config["EDDINGTON_SPORT_TYPES"])
         models.update_connection(conn, rider_id, last_sync=models.now())
         models.set_event_status(conn, event_ids, "done")
     return outcome
@@ -230,7 +226,7 @@ def _not_found(svc, rider_id, owner_id, activity_id, events, not_found_retry) ->
         held = models.delete_activity(conn, activity_id, owner_id) is not None
         just_created = bool(events) and events[-1].aspect_type == "create" and not held
         if held:
-            models.update_eddington(conn, rider_id, svc.config["EDDINGTON_SPORT_TYPES"])
+            eddington.store_numbers(conn, rider_id, svc.config["EDDINGTON_SPORT_TYPES"])
         if not just_created:
             models.set_event_status(conn, event_ids, "done")
             return "deleted" if held else "absent"

@@ -5,8 +5,7 @@ from __future__ import annotations
 import logging
 
 import models
-import tokens
-from strava_client import NotFound, Unauthorized
+from strava_client import NotFound, Unauthorized, tokens
 
 log = logging.getLogger(__name__)
 

@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 import click
 from flask.cli import with_appcontext
 
-from extension import current_services
+from jobs.status import STALE_AFTER, collect_status, format_status
 from models import overview
-from status import STALE_AFTER, collect_status, format_status
+from web.extension import current_services
 
 _JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of lines.")
 

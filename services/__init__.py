@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
 import time
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -24,14 +24,14 @@ from sqlalchemy.engine import Engine
 
 import config
 import models
-from diagnose import StartupError
-from ratebudget import RateBudget
+from services.diagnose import StartupError
 from strava_client import StravaClient
-from tokens import TokenCipher
+from strava_client.ratebudget import RateBudget
+from strava_client.tokens import TokenCipher
 
 QUEUES = ("strava", "reconcile")  # priority order: real-time fetches first
 SUBSCRIPTION_CACHE = 30  # seconds the stored subscription id is trusted
-INSTANCE_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "instance")
+INSTANCE_PATH = str(Path(__file__).resolve().parent.parent / "instance")  # as the Flask app's
 
 
 @dataclass

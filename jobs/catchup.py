@@ -11,15 +11,15 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 
-import allowance
 import jobs
 import models
 import reconcile
 import services
-from ratebudget import NoPermit
 from services import Services
 from strava_client import Unauthorized, parse_activity
-from tokens import access_token
+from strava_client.ratebudget import NoPermit
+from strava_client.tokens import access_token
+from sync import allowance
 
 log = logging.getLogger(__name__)
 

@@ -13,15 +13,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
-import click
 import sqlalchemy as sa
-from flask.cli import with_appcontext
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from sqlalchemy.engine import Connection
 
 import config
 import models
-from extension import current_services
 from models.schema import strava_invite
 from services import Services
 
@@ -51,7 +48,7 @@ def now(svc: Services) -> datetime:
     return datetime.fromtimestamp(svc.clock(), UTC)
 
 
-def _serializer(settings) -> URLSafeTimedSerializer:
+def serializer(settings) -> URLSafeTimedSerializer:
     key = settings.get("SECRET_KEY")
     if not key or not config.secret_key_set(settings):
         raise NoSecretKey(
@@ -74,7 +71,7 @@ def public_base(config) -> str:
 
 def issue(svc: Services, rider_id: int, hours: float = DEFAULT_HOURS) -> str:
     """Store a new invite for an existing rider and return its signed token."""
-    serializer = _serializer(svc.config)
+    signer = serializer(svc.config)
     nonce = secrets.token_urlsafe(16)
     created = now(svc)
     with svc.engine.begin() as conn:
@@ -88,7 +85,7 @@ def issue(svc: Services, rider_id: int, hours: float = DEFAULT_HOURS) -> str:
                 expires_at=created + timedelta(hours=hours),
             )
         )
-    return serializer.dumps({"nonce": nonce, "rider": rider_id})
+    return signer.dumps({"nonce": nonce, "rider": rider_id})
 
 
 def connect_url(base: str, token: str) -> str:
@@ -102,7 +99,7 @@ def verify(svc: Services, token: str) -> Invite:
     The row, not the signature's timestamp, holds the expiry: each invite has its own lifetime.
     """
     try:
-        data = _serializer(svc.config).loads(token)
+        data = serializer(svc.config).loads(token)
     except BadSignature:
         raise InviteError("this invite link is not valid; ask the club for a new one") from None
     if not isinstance(data, dict) or not isinstance(data.get("nonce"), str):
@@ -129,21 +126,3 @@ def consume(conn: Connection, invite: Invite, now: datetime) -> bool:
         .values(used_at=now)
     )
     return result.rowcount == 1
-
-
-@click.command("invite")
-@click.argument("rider_id", type=int)
-@click.option("--hours", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_HOURS)
-@with_appcontext
-def invite_command(rider_id: int, hours: float) -> None:
-    """Print a signed, expiring, single-use connect link for an existing rider (last line)."""
-    svc = current_services()
-    try:
-        _serializer(svc.config)  # refuse before anything is stored
-        base = public_base(svc.config)
-        url = connect_url(base, issue(svc, rider_id, hours))
-    except (InviteError, NoSecretKey) as exc:
-        click.echo(f"Error: {exc}.", err=True)
-        raise SystemExit(1) from None
-    click.echo(f"Invite for rider {rider_id}, valid {hours:g} hours, usable once:")
-    click.echo(url)

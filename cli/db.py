@@ -12,9 +12,9 @@ from flask.cli import AppGroup, with_appcontext
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from diagnose import explain
-from extension import current_services
-from migrate import MigrationError, current, downgrade, head, history, upgrade
+from models.migrate import MigrationError, current, downgrade, head, history, upgrade
+from services.diagnose import explain
+from web.extension import current_services
 
 log = logging.getLogger(__name__)
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-METRES_PER_MILE = 1609.344
-METRES_PER_KM = 1000.0
+from sqlalchemy.engine import Connection
+
+import models
+from models.schema import METRES_PER_KM, METRES_PER_MILE
 
 
 def eddington(day_distances: Iterable[float], unit_metres: float) -> int:
@@ -38,3 +40,18 @@ def next_target(day_distances: Iterable[float], unit_metres: float) -> tuple[int
     days = [d / unit_metres for d in day_distances]
     target = eddington(days, 1.0) + 1
     return target, target - sum(1 for d in days if d >= target)
+
+
+def store_numbers(conn: Connection, rider_id: int, sport_types: Iterable[str]) -> None:
+    """Recompute and store the rider's Eddington numbers from the activities we hold."""
+    days = models.daily_distances(conn, rider_id, sport_types)
+    miles, km = eddington_numbers(days)
+    models.update_connection(
+        conn,
+        rider_id,
+        eddington_number_miles=miles,
+        eddington_number_km=km,
+        # Stored with the numbers, so the leaderboard needs no scan of every rider's rides.
+        eddington_days_miles=qualifying_days(days, METRES_PER_MILE, miles),
+        eddington_days_km=qualifying_days(days, METRES_PER_KM, km),
+    )

@@ -1,4 +1,4 @@
-"""Command line: `flask --app app init-db`, `flask --app app strava ...`, `demo`, `simulate`.
+"""Command line: `flask --app app init-db`, `flask --app app db ...`, `flask --app app strava ...`.
 
 Every refusal exits non-zero with one plain sentence on stderr: the `strava` group turns database,
 Redis and configuration failures into one (see `commands.plain`). This module registers the
@@ -15,20 +15,18 @@ import requests
 from flask import Flask
 from flask.cli import AppGroup
 
-import dbcli
-import demo
-import invites
 import models
-from commands import report, runs, simulate
-from commands.plain import PlainGroup, plain_command
-from extension import current_services
+from cli import db as dbcli
+from cli import report, runs
+from cli.plain import PlainGroup
 from services import Services
 from strava_client import ApplicationInactive, BadRequest, StravaError, Unauthorized
+from sync import invites
+from web.extension import current_services
 
 strava = PlainGroup("strava", help="Manage the Strava subscription, sweeps and backfills.")
 subscription = AppGroup("subscription", help="The one webhook subscription Strava allows.")
 strava.add_command(subscription)
-strava.add_command(invites.invite_command)
 strava.add_command(runs.reconcile_command)
 strava.add_command(runs.backfill_command)
 strava.add_command(report.status_command)
@@ -173,10 +171,25 @@ def subscription_delete(subscription_id, yes):
     click.echo(f"Subscription {subscription_id} deleted.")
 
 
-def init_app(app: Flask, factory) -> None:
-    """Register the commands on the app; `factory` builds the demo's own app."""
+def init_app(app: Flask) -> None:
+    """Register the commands on the app (`demo` and `simulate` register themselves as plugins)."""
     app.cli.add_command(dbcli.init_db_command)
     app.cli.add_command(dbcli.db)
     app.cli.add_command(strava)
-    app.cli.add_command(demo.command(factory))
-    app.cli.add_command(plain_command(simulate.simulate_command))
+
+
+@strava.command("invite")
+@click.argument("rider_id", type=int)
+@click.option("--hours", type=click.FloatRange(min=0, min_open=True), default=invites.DEFAULT_HOURS)
+def invite_command(rider_id: int, hours: float) -> None:
+    """Print a signed, expiring, single-use connect link for an existing rider (last line)."""
+    svc = current_services()
+    try:
+        invites.serializer(svc.config)  # refuse before anything is stored
+        base = invites.public_base(svc.config)
+        url = invites.connect_url(base, invites.issue(svc, rider_id, hours))
+    except (invites.InviteError, invites.NoSecretKey) as exc:
+        click.echo(f"Error: {exc}.", err=True)
+        raise SystemExit(1) from None
+    click.echo(f"Invite for rider {rider_id}, valid {hours:g} hours, usable once:")
+    click.echo(url)

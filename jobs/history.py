@@ -13,15 +13,15 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-import failures
 import jobs
 import models
 import reconcile
 import services
-from ratebudget import NoPermit
+from jobs import failures
 from services import Services
 from strava_client import parse_activity
-from tokens import access_token
+from strava_client.ratebudget import NoPermit
+from strava_client.tokens import access_token
 
 VERIFY_SLICE = 0.1  # share of the day's read limit the history checks may plan
 PLANNED_KEY = "strava-sync:history-planned:{day}"  # one planning a UTC day, across workers

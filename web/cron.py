@@ -7,7 +7,7 @@ import hmac
 from flask import Blueprint, jsonify, request
 
 import jobs
-from extension import current_services
+from web.extension import current_services
 
 bp = Blueprint("cron", __name__)
 

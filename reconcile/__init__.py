@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import models
-from ratebudget import WINDOW, window_bounds
 from services import Services
 from strava_client import parse_activity
-from tokens import access_token
+from strava_client.ratebudget import WINDOW, window_bounds
+from strava_client.tokens import access_token
+from sync import eddington
 
 PER_PAGE = 200  # Strava's maximum page size
 COST_PER_RIDER = 1  # list requests a nightly check of one rider usually takes
@@ -78,7 +79,7 @@ def apply(svc: Services, conn, connection, changes: Changes) -> None:
     for activity_id in changes.deleted:
         models.delete_activity(conn, activity_id, connection.athlete_id)
     if changes:
-        models.update_eddington(conn, connection.rider_id, svc.config["EDDINGTON_SPORT_TYPES"])
+        eddington.store_numbers(conn, connection.rider_id, svc.config["EDDINGTON_SPORT_TYPES"])
 
 
 @dataclass

@@ -14,14 +14,14 @@ import click
 import redis
 from flask.cli import with_appcontext
 
-import backfill
 import jobs
 import models
-from diagnose import START_WORKER, explain
-from extension import current_services
-from joblog import differences
+from jobs import backfill
+from jobs.joblog import differences
+from jobs.status import run_summary, workers_listening
 from services import Services
-from status import run_summary, workers_listening
+from services.diagnose import START_WORKER, explain
+from web.extension import current_services
 
 POLL = 0.2  # seconds between looks at the run's row
 

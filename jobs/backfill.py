@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import redis
 
-import failures
 import jobs
 import models
 import reconcile
 import services
-from joblog import logged
-from ratebudget import NoPermit
+from jobs import failures
+from jobs.joblog import logged
 from services import Services
+from strava_client.ratebudget import NoPermit
 
 
 def queue_backfill(

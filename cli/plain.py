@@ -7,7 +7,7 @@ import logging
 import click
 from flask.cli import AppGroup, ScriptInfo
 
-import diagnose
+from services import diagnose
 
 log = logging.getLogger(__name__)
 

@@ -13,11 +13,11 @@ from datetime import UTC, datetime
 import redis
 from flask import Blueprint, abort, render_template, request
 
-import invites
 import models
-import pages
-import status
-from extension import current_services
+from jobs import status
+from sync import invites
+from web import pages
+from web.extension import current_services
 
 log = logging.getLogger(__name__)
 bp = Blueprint("admin", __name__)

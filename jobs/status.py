@@ -16,9 +16,9 @@ from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegis
 
 import models
 import reconcile
-from diagnose import START_WORKER
 from models import overview
 from services import QUEUES, Services
+from services.diagnose import START_WORKER
 
 STALE_AFTER = timedelta(days=2)
 QUIET_AFTER = timedelta(hours=24)  # no event for this long while riders are connected: warn

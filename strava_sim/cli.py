@@ -9,11 +9,13 @@ from __future__ import annotations
 import click
 from werkzeug.serving import make_server
 
+from cli.plain import plain_command
 from strava_sim import StravaSim
 from strava_sim.control import make_blueprint
 from strava_sim.serve import QuietHandler
 
 
+@plain_command
 @click.command("simulate")
 @click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--seed", default=1, show_default=True, help="Seed of the simulated world.")

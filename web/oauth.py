@@ -10,12 +10,12 @@ from urllib.parse import urlencode
 import redis
 from flask import Blueprint, redirect, request, session, url_for
 
-import backfill
-import invites
 import models
-import pages
-from extension import current_services
+from jobs import backfill
 from strava_client import StravaError, Unreachable
+from sync import invites
+from web import pages
+from web.extension import current_services
 
 log = logging.getLogger(__name__)
 bp = Blueprint("oauth", __name__)

@@ -26,8 +26,8 @@ from rq.job import Job
 from rq.registry import ScheduledJobRegistry, StartedJobRegistry
 from sqlalchemy.exc import SQLAlchemyError
 
-import claims
 import models
+from jobs import claims
 
 log = logging.getLogger(__name__)
 

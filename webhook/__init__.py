@@ -18,7 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 import jobs
 import models
-from extension import current_services
+from web.extension import current_services
 
 log = logging.getLogger(__name__)
 bp = Blueprint("webhook", __name__)

@@ -24,11 +24,11 @@ from flask import (
 )
 from werkzeug.exceptions import HTTPException
 
-import disconnect
 import models
-from eddington import METRES_PER_KM, METRES_PER_MILE, eddington, next_target
-from extension import current_services
 from strava_client import StravaError
+from sync import disconnect
+from sync.eddington import METRES_PER_KM, METRES_PER_MILE, eddington, next_target
+from web.extension import current_services
 
 log = logging.getLogger(__name__)
 bp = Blueprint("pages", __name__)

@@ -1,0 +1,1 @@
+"""The domain rules: what a sync may do, with no Flask, click or RQ."""
