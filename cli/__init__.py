@@ -17,7 +17,7 @@ from flask.cli import AppGroup
 
 import models
 from cli import db as dbcli
-from cli import report, runs
+from cli import report, runs, work
 from cli.plain import PlainGroup
 from services import Services
 from strava_client import ApplicationInactive, BadRequest, StravaError, Unauthorized
@@ -32,6 +32,7 @@ strava.add_command(runs.backfill_command)
 strava.add_command(report.status_command)
 strava.add_command(report.riders_command)
 strava.add_command(report.leaderboard_command)
+strava.add_command(work.work_command)
 
 
 def fail(message: str) -> None:

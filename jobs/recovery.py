@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 EVERY = 30  # seconds between passes started by workers (a pass is a few small queries)
 RAN_KEY = "strava-sync:recovery-ran"
 CHAIN_FLAG = "strava-sync:waiting:recovery"
+RECOVERY_PREFIX = "recovery-"  # the recurring job's id starts so: status and `work` leave it out
 CHAIN_RETRIES = 2880  # a day of retries, EVERY seconds apart
 # A queued event's job is in Redis before the row says queued; this covers a claim whose job
 # another process is enqueueing right now (claims.CLAIM_GRACE_MS) and a webhook still queueing.
@@ -63,7 +64,7 @@ def run_if_due(svc, requeue: Callable) -> dict | None:
 
 def schedule_next(svc) -> None:
     """Schedule the next `jobs.recover` in EVERY seconds, unless one is already scheduled."""
-    job_id = f"recovery-{uuid.uuid4().hex[:12]}"
+    job_id = f"{RECOVERY_PREFIX}{uuid.uuid4().hex[:12]}"
     if claims.claim(svc.redis, CHAIN_FLAG, job_id):
         return
     at = datetime.fromtimestamp(svc.clock() + EVERY, UTC)

@@ -240,3 +240,30 @@ def event(sim_or_owner, object_id, aspect="create", object_type="activity", upda
 def stop_redis_client(svc):
     """Point the app at a Redis that refuses connections (simulates Redis being down)."""
     svc.redis = services.connect_redis("redis://127.0.0.1:1")
+
+
+@pytest.fixture
+def start_stack(request, tmp_path):
+    """Start an end-to-end Stack around a new simulator; stopped at teardown, logs on failure."""
+    from e2e_support import WORKERS, Stack
+
+    started: list = []
+    failed_before = request.session.testsfailed
+
+    def start(*, before_request=None, workers=WORKERS, env=None, **sim_options) -> Stack:
+        sim = StravaSim(seed=11, **sim_options)
+        if before_request is not None:
+            sim.app.before_request(before_request)  # Flask only takes hooks before serving
+        stack = Stack(sim.start(), REAL_DATABASE, REAL_REDIS, tmp_path)
+        stack.env.update(env or {})
+        started.append(stack)
+        return stack.start(workers)
+
+    yield start
+    # The call phase's report is logged before teardown runs, so a failure is already counted.
+    failed = request.session.testsfailed > failed_before
+    for stack in started:
+        try:
+            stack.close(failed)
+        finally:
+            stack.sim.stop()

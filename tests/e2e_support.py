@@ -19,11 +19,13 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+import flask
 import redis
 import requests
 import sqlalchemy as sa
@@ -225,10 +227,10 @@ class Stack:
             self.tmp_path,
         )
 
-    def start(self) -> Stack:
+    def start(self, workers: int = WORKERS) -> Stack:
         """Clean Redis and the schema, start gunicorn and the workers, create the subscription."""
         self.start_web()
-        for i in range(WORKERS):
+        for i in range(workers):
             argv = [str(BIN / "rq"), "worker", "-w", "worker.Worker"]
             argv += ["--url", self.env["REDIS_URL"], "--with-scheduler"]
             self.workers.append(
@@ -236,9 +238,9 @@ class Stack:
             )
         wait_until(self._healthy, timeout=STARTUP_TIMEOUT, what="gunicorn to answer /healthz")
         wait_until(
-            self._workers_registered,
+            lambda: self._workers_registered(workers),
             timeout=STARTUP_TIMEOUT,
-            what=f"{WORKERS} rq workers to register",
+            what=f"{workers} rq workers to register",
         )
         self.create_subscription()
         return self
@@ -260,10 +262,10 @@ class Stack:
                 "tests need that Redis database to themselves"
             )
 
-    def _workers_registered(self) -> bool:
+    def _workers_registered(self, workers: int) -> bool:
         self._check_running()
         try:
-            return Worker.count(connection=self.redis) == WORKERS
+            return Worker.count(connection=self.redis) == workers
         except (redis.ConnectionError, redis.TimeoutError):  # a loaded Redis answers late
             return False
 
@@ -439,6 +441,11 @@ class Stack:
         """Strava's truth for an athlete, in the same shape."""
         return {a["id"]: comparable(a) for a in self.sim.activities(athlete_id)}
 
+    def activity_ids(self) -> list[int]:
+        """The ids of every row in strava_activity."""
+        with self.engine.connect() as conn:
+            return list(conn.execute(sa.select(models.strava_activity.c.id)).scalars())
+
     def activity_row_count(self, activity_id: int | None = None) -> int:
         """Rows in strava_activity (for one activity id, or all)."""
         table = models.strava_activity
@@ -483,3 +490,22 @@ def comparable(values) -> dict:
         "sport_type": values["sport_type"],
         "private": bool(values["private"]),
     }
+
+
+class StallFirstFetch:
+    """A before_request hook for the sim: the first GET of one activity hangs until released."""
+
+    def __init__(self):
+        self.activity_id: int | None = None
+        self.reached = threading.Event()
+        self.release = threading.Event()
+
+    def __call__(self):
+        view_args = flask.request.view_args or {}
+        if (
+            flask.request.endpoint == "_detail_view"
+            and view_args.get("activity_id") == str(self.activity_id)
+            and not self.reached.is_set()
+        ):
+            self.reached.set()
+            self.release.wait(timeout=60)

@@ -15,22 +15,20 @@ from __future__ import annotations
 import os
 import random
 import signal
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
-import flask
 import pytest
 import requests
 from conftest import REAL_DATABASE, REAL_REDIS
-from e2e_support import Stack, wait_until
+from e2e_support import Stack, StallFirstFetch, wait_until
 from rq.job import Job
 from rq.registry import ScheduledJobRegistry
 
 import jobs
 from strava_client.ratebudget import RateBudget, window_bounds
-from strava_sim import Faults, StravaSim
+from strava_sim import Faults
 
 pytestmark = [
     pytest.mark.integration,
@@ -42,30 +40,6 @@ pytestmark = [
 
 # Limits high enough that waiting for budget plays no part (the low-limit test is about that).
 ROOMY = {"limits": (1200, 60_000), "read_limits": (600, 30_000)}
-
-
-@pytest.fixture
-def start_stack(request, tmp_path):
-    """Start a Stack around a new simulator; stopped at teardown, with log tails on failure."""
-    started: list[Stack] = []
-    failed_before = request.session.testsfailed
-
-    def start(*, before_request=None, **sim_options) -> Stack:
-        sim = StravaSim(seed=11, **sim_options)
-        if before_request is not None:
-            sim.app.before_request(before_request)  # Flask only takes hooks before serving
-        stack = Stack(sim.start(), REAL_DATABASE, REAL_REDIS, tmp_path)
-        started.append(stack)
-        return stack.start()
-
-    yield start
-    # The call phase's report is logged before teardown runs, so a failure is already counted.
-    failed = request.session.testsfailed > failed_before
-    for stack in started:
-        try:
-            stack.close(failed)
-        finally:
-            stack.sim.stop()
 
 
 def finished_run(stack: Stack, run_id: int):
@@ -211,25 +185,6 @@ def test_low_read_limit_is_shared_by_all_workers(start_stack):
 
 
 # -- 3. a worker's job killed mid-fetch -----------------------------------------------------------
-
-
-class StallFirstFetch:
-    """A before_request hook for the sim: the first GET of one activity hangs until released."""
-
-    def __init__(self):
-        self.activity_id: int | None = None
-        self.reached = threading.Event()
-        self.release = threading.Event()
-
-    def __call__(self):
-        view_args = flask.request.view_args or {}
-        if (
-            flask.request.endpoint == "_detail_view"
-            and view_args.get("activity_id") == str(self.activity_id)
-            and not self.reached.is_set()
-        ):
-            self.reached.set()
-            self.release.wait(timeout=60)
 
 
 def test_sigkill_mid_job_loses_nothing(start_stack):
