@@ -80,11 +80,11 @@ def _explain(exc: StravaError) -> str:
     return str(exc)
 
 
-def _remember(svc: Services, subscription_id: int | None) -> None:
+def _remember(svc: Services, sub: dict | None) -> None:
+    """Store our subscription's id and callback URL (status checks the callback is this app)."""
     with svc.engine.begin() as conn:
-        models.set_setting(
-            conn, "subscription_id", str(subscription_id) if subscription_id else None
-        )
+        models.set_setting(conn, "subscription_id", str(sub["id"]) if sub else None)
+        models.set_setting(conn, "subscription_callback_url", sub and sub.get("callback_url"))
     svc.forget_subscription()
 
 
@@ -122,13 +122,13 @@ def subscription_create(callback_url):
         fail(f"{problem}. Strava was not asked.")
     existing = _existing(svc)
     if existing:
-        _remember(svc, existing["id"])
+        _remember(svc, existing)
         fail(f"a subscription already exists ({_describe(existing)}); delete it first")
     try:
         created = svc.client.create_subscription(url, svc.config["STRAVA_VERIFY_TOKEN"])
     except StravaError as exc:
         fail(_explain(exc))
-    _remember(svc, created["id"])
+    _remember(svc, {"callback_url": url, **created})
     click.echo(f"Subscription created: id {created['id']}, callback {url}")
 
 
@@ -138,7 +138,7 @@ def subscription_show():
     svc = current_services()
     _require(svc, "STRAVA_CLIENT_ID", "STRAVA_CLIENT_SECRET")
     existing = _existing(svc)
-    _remember(svc, existing["id"] if existing else None)
+    _remember(svc, existing)
     if not existing:
         click.echo("none")
         return

@@ -16,12 +16,16 @@ from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegis
 
 import models
 import reconcile
+from jobs import burst
 from models import overview
 from services import QUEUES, Services
 from services.diagnose import START_WORKER
 
 STALE_AFTER = timedelta(days=2)
 QUIET_AFTER = timedelta(hours=24)  # no event for this long while riders are connected: warn
+STUCK_AFTER = timedelta(hours=6)  # longer than any wait for budget within a day's windows
+WORK_SEEN_WITHIN = timedelta(days=1)  # a `strava work` run this recent stands in for workers
+WEBHOOK_PATH = "/api/strava/webhook"
 RIDER_STATES = ("current", "stale", "needs reconnect", "deauthorized", "not connected")
 
 
@@ -120,8 +124,13 @@ def collect_status(svc: Services) -> dict:
             "riders": riders["counts"],
             "riders_by_state": riders["by_state"],
             "credentials_refused_at": models.get_setting(conn, "strava_credentials_refused_at"),
+            "subscribed_callback_url": models.get_setting(conn, "subscription_callback_url"),
+            "expected_callback_url": expected_callback(svc.config),
+            "events_stuck": models.count_waiting_events(conn, now - STUCK_AFTER),
         }
     try:
+        status["last_work_run"] = burst.last_run(svc)
+        status["last_work_run_age_seconds"] = _work_age(status["last_work_run"], now)
         status["queues"] = _queues(svc)
         status["budget"] = svc.budget.snapshot()
         status["sweep_capacity"] = _sweep_capacity(svc, status["budget"], status["events_24h"])
@@ -130,6 +139,18 @@ def collect_status(svc: Services) -> dict:
     status["warnings"] = warnings(status)
     _keep_older_keys(status)
     return status
+
+
+def expected_callback(settings: dict) -> str | None:
+    """The callback URL a subscription of this app must have (None when it cannot be told)."""
+    if settings.get("STRAVA_CALLBACK_URL"):
+        return settings["STRAVA_CALLBACK_URL"]
+    public = settings.get("PUBLIC_URL")
+    return public + WEBHOOK_PATH if public else None
+
+
+def _work_age(run: dict | None, now: datetime) -> float | None:
+    return _age(datetime.fromisoformat(run["finished_at"]), now) if run else None
 
 
 def _keep_older_keys(status: dict) -> None:
@@ -158,15 +179,78 @@ def warnings(status: dict) -> list[str]:
             f"Strava refused this application's credentials at {refused}; check "
             "STRAVA_CLIENT_ID and STRAVA_CLIENT_SECRET (no rider is marked revoked for it)"
         )
-    for name, q in status.get("queues", {}).items():
-        if not q["workers"]:
-            found.append(f"no worker is listening on queue {name}: start one with {START_WORKER}")
+    found += _worker_warnings(status)
     connected = status["riders"]["current"] + status["riders"]["stale"]
     age = status["last_event_age_seconds"]
     if connected and (age is None or age > QUIET_AFTER.total_seconds()):
         found.append(
             f"no webhook event for 24 h while {connected} riders are connected: the subscription "
             "may be gone; check it with flask --app app strava subscription show"
+        )
+    return found + _deployment_warnings(status)
+
+
+def _worker_warnings(status: dict) -> list[str]:
+    """No worker on a queue, unless a `strava work` run (workers that come and go) did its job."""
+    age = status.get("last_work_run_age_seconds")
+    if age is not None and age <= WORK_SEEN_WITHIN.total_seconds():
+        return []
+    return [
+        f"no worker is listening on queue {name} and no `strava work` run finished in the last "
+        f"24 h: start one with {START_WORKER}, or enable the Workers workflow (STRAVA_SYNC_WORKERS"
+        "=actions, docs/deploy.md)"
+        for name, q in status.get("queues", {}).items()
+        if not q["workers"]
+    ]
+
+
+def _deployment_warnings(status: dict) -> list[str]:
+    """The subscription, stuck events, riders to reconnect, the budget and the sweep's reach."""
+    found = []
+    subscribed, expected = (
+        status.get("subscribed_callback_url"),
+        status.get("expected_callback_url"),
+    )
+    if not status["subscription_id"]:
+        found.append(
+            "no push subscription is known: Strava sends no events; create it with "
+            "flask --app app strava subscription create"
+        )
+    elif subscribed and expected and subscribed != expected:
+        found.append(
+            f"the push subscription's callback is {subscribed}, not this app's {expected}: "
+            "delete it and create it again (flask --app app strava subscription delete, create)"
+        )
+    if status.get("events_stuck"):
+        found.append(
+            f"{status['events_stuck']} events have waited over 6 h for their fetch: check that "
+            "workers (or the Workers workflow) run; flask --app app strava status shows the queues"
+        )
+    reconnect = status["riders"]["needs reconnect"]
+    if reconnect:
+        found.append(
+            f"{reconnect} riders must reconnect with Strava (their grant was lost): send each one "
+            "a link from flask --app app strava invite RIDER_ID"
+        )
+    found += _budget_warnings(status)
+    return found
+
+
+def _budget_warnings(status: dict) -> list[str]:
+    found = []
+    for bucket in ("overall", "read"):
+        b = status.get("budget", {}).get(bucket)
+        if b and b["used_day"] >= b["limit_day"]:
+            found.append(
+                f"Strava's daily {bucket} budget is used up ({b['used_day']}/{b['limit_day']}): "
+                "fetches wait until 00:00 UTC; if it happens often, ask Strava for a higher limit"
+            )
+    beyond = status.get("sweep_capacity", {}).get("riders_beyond")
+    if beyond:
+        needed = status["sweep_capacity"]["read_limit_needed"]
+        found.append(
+            f"{beyond} riders are beyond what the nightly sweep can check in 48 h: ask Strava "
+            f"for a read limit of {needed} a day (developers.strava.com, My API Application)"
         )
     return found
 

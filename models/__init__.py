@@ -18,6 +18,7 @@ from .activities import (
 from .board import leaderboard, recent_activities, rider_choices, set_leaderboard_hidden
 from .events import (
     count_attempt,
+    count_waiting_events,
     event_counts_since,
     event_identity,
     fail_stale_events,
@@ -83,6 +84,7 @@ __all__ = [
     "add_to_run",
     "count_attempt",
     "count_connected",
+    "count_waiting_events",
     "create_rider",
     "create_run",
     "daily_distances",

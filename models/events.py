@@ -198,6 +198,15 @@ def event_counts_since(conn: Connection, since: datetime) -> dict[str, int]:
     return dict(conn.execute(query).all())
 
 
+def count_waiting_events(conn: Connection, received_before: datetime) -> int:
+    """Events still `pending` or `queued` that arrived before a time."""
+    table = webhook_event
+    query = sa.select(sa.func.count()).where(
+        table.c.status.in_(("pending", "queued")), table.c.received_at < received_before
+    )
+    return conn.execute(query).scalar()
+
+
 def queued_events(conn: Connection, received_before: datetime, limit: int = 200):
     """Events marked queued that arrived before a time, oldest first (the recovery pass checks
     that their job still exists)."""

@@ -7,6 +7,7 @@ import hmac
 from flask import Blueprint, jsonify, request
 
 import jobs
+from jobs.status import collect_status
 from web.extension import current_services
 
 bp = Blueprint("cron", __name__)
@@ -19,12 +20,30 @@ def authorized(header: str | None, secret: str | None) -> bool:
     return hmac.compare_digest(header[len("Bearer ") :].encode(), secret.encode())
 
 
+def refused():
+    """401 unless the request carries the cron secret (None when it does)."""
+    secret = current_services().config.get("CRON_SECRET")
+    if authorized(request.headers.get("Authorization"), secret):
+        return None
+    return jsonify(error="a valid cron bearer token is required"), 401
+
+
+@bp.get("/api/cron/status")
+def status():
+    """Whether anything needs the club's attention: `strava status`'s warnings, for a workflow."""
+    if answer := refused():
+        return answer
+    report = collect_status(current_services())
+    summary = {k: report.get(k) for k in ("mode", "riders", "events_24h", "last_work_run")}
+    return jsonify(healthy=not report["warnings"], warnings=report["warnings"], **summary)
+
+
 @bp.post("/api/cron/reconcile")
 def start_reconcile():
     """Plan tonight's sweep and queue its per-rider work."""
+    if answer := refused():
+        return answer
     svc = current_services()
-    if not authorized(request.headers.get("Authorization"), svc.config.get("CRON_SECRET")):
-        return jsonify(error="a valid cron bearer token is required"), 401
     body = request.get_json(silent=True) if request.get_data() else {}
     if not isinstance(body, dict):
         return jsonify(error="the body must be a JSON object"), 400
