@@ -10,15 +10,15 @@ import sys
 import click
 import redis
 from flask import Flask, current_app, jsonify
+from flask.cli import AppGroup
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
-import cli
 import config
 import services
 import webhook
-from models import migrate
+from models import revision
 from services import diagnose
 from services.diagnose import StartupError
 from web import admin, cron, extension, oauth, pages
@@ -53,6 +53,27 @@ class RedactSecrets(logging.Filter):
         return True
 
 
+class LazyCommands(AppGroup):
+    """The app's commands, imported on first use: a web process's cold start never loads them."""
+
+    loaded = False
+
+    def _load(self) -> None:
+        if not self.loaded:
+            self.loaded = True
+            import cli  # the commands and all they import (the CLI layer)
+
+            cli.register(self)
+
+    def get_command(self, ctx: click.Context, cmd_name: str):
+        self._load()
+        return super().get_command(ctx, cmd_name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._load()
+        return super().list_commands(ctx)
+
+
 def create_app(test_config: dict | None = None) -> Flask:
     """Build the app from the environment, with `test_config` applied on top."""
     app = Flask(
@@ -61,6 +82,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         template_folder="web/templates",
         static_folder="web/static",
     )
+    app.cli = LazyCommands(app.name)
     try:
         app.config.from_mapping(config.from_environ(instance_path=app.instance_path))
     except config.ConfigError as exc:
@@ -87,7 +109,6 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.add_url_rule("/healthz", view_func=healthz)
     if app.config.get("CHECK_SCHEMA", True):
         app.before_request(require_schema_at_head)
-    cli.init_app(app)
     # urllib3 logs each request line at DEBUG, subscription calls' client_secret included.
     for name in ("werkzeug", "gunicorn.access", "urllib3.connectionpool"):
         logger = logging.getLogger(name)
@@ -168,8 +189,8 @@ def require_schema_at_head():
     if current_app.extensions.get("schema_at_head"):
         return None
     try:
-        migrate.check_at_head(current_services().engine)
-    except migrate.SchemaOutOfDate as exc:
+        revision.check_at_head(current_services().engine)
+    except revision.SchemaOutOfDate as exc:
         log.error("%s", exc)
         return jsonify(error=str(exc)), 503
     except SQLAlchemyError:

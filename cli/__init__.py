@@ -12,7 +12,6 @@ import sys
 
 import click
 import requests
-from flask import Flask
 from flask.cli import AppGroup
 
 import models
@@ -172,11 +171,11 @@ def subscription_delete(subscription_id, yes):
     click.echo(f"Subscription {subscription_id} deleted.")
 
 
-def init_app(app: Flask) -> None:
-    """Register the commands on the app (`demo` and `simulate` register themselves as plugins)."""
-    app.cli.add_command(dbcli.init_db_command)
-    app.cli.add_command(dbcli.db)
-    app.cli.add_command(strava)
+def register(group: click.Group) -> None:
+    """Add the commands to the app's group (`demo` and `simulate` register as plugins)."""
+    group.add_command(dbcli.init_db_command)
+    group.add_command(dbcli.db)
+    group.add_command(strava)
 
 
 @strava.command("invite")

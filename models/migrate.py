@@ -2,7 +2,8 @@
 
 `upgrade` brings any database to the newest revision: an empty one is built by the revisions, one
 the first landing's `create_all` made (tables but no `alembic_version`) is first stamped with the
-baseline. The web app and the workers call `check_at_head` before they touch the database.
+baseline. The web app and the workers call `check_at_head` (models/revision.py, no Alembic)
+before they touch the database.
 """
 
 from __future__ import annotations
@@ -19,28 +20,21 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection, Engine
 
+from models.revision import (  # re-exported: the CLI and diagnose name them from here too
+    VERSION_TABLE,
+    BadRollback,
+    MigrationError,
+    SchemaAhead,
+    SchemaOutOfDate,
+    check_at_head,
+    current,
+)
+
 log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
-VERSION_TABLE = "alembic_version"
 BASELINE = "0001_baseline"
 FIRST_LANDING_TABLE = "riders"  # every database the first landing's create_all made has it
 STEPS_BACK = re.compile(r"-(\d+)")
-
-
-class MigrationError(Exception):
-    """The database's schema is not, or cannot be brought to, what this code needs."""
-
-
-class SchemaAhead(MigrationError):
-    """The database is at a revision this code does not know (newer code upgraded it)."""
-
-
-class SchemaOutOfDate(MigrationError):
-    """The database is not at the revision this code needs."""
-
-
-class BadRollback(MigrationError):
-    """A downgrade this code refuses to run."""
 
 
 def _config(connection: Connection | None = None) -> Config:
@@ -63,12 +57,6 @@ def head() -> str:
 def history() -> list[str]:
     """The revisions, oldest first, one line each: id and first line of its docstring."""
     return [f"{s.revision}: {s.doc}" for s in reversed(list(_scripts().walk_revisions()))]
-
-
-def current(engine: Engine) -> str | None:
-    """The database's revision (None: empty, or made by the first landing's create_all)."""
-    with engine.connect() as conn:
-        return _current(conn)
 
 
 def _current(conn: Connection) -> str | None:
@@ -128,11 +116,16 @@ def _target(before: str | None, revision: str) -> str:
     return target
 
 
-def check_at_head(engine: Engine) -> None:
-    """Raise SchemaOutOfDate unless the database is at the revision this code needs."""
-    found, needed = current(engine), head()
-    if found != needed:
-        raise SchemaOutOfDate(
-            f"the database is at revision {found or 'none'}, this code needs {needed}: "
-            "run flask --app app init-db"
-        )
+__all__ = [
+    "VERSION_TABLE",
+    "BadRollback",
+    "MigrationError",
+    "SchemaAhead",
+    "SchemaOutOfDate",
+    "check_at_head",
+    "current",
+    "downgrade",
+    "head",
+    "history",
+    "upgrade",
+]

@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
-from models import migrate
+from models import revision
 
 METRES_PER_MILE = 1609.344  # distances are stored in metres
 METRES_PER_KM = 1000.0
@@ -192,6 +192,8 @@ def make_engine(url: str) -> Engine:
 
 def init_db(engine: Engine) -> None:
     """Create the database at the newest schema, or upgrade it (Alembic); safe to run again."""
+    from models import migrate  # Alembic loads only where migrations run, never at a cold start
+
     migrate.upgrade(engine)
 
 
@@ -199,7 +201,7 @@ def drop_all(engine: Engine) -> None:
     """Drop every table and the migration record (tests start each time from nothing)."""
     metadata.drop_all(engine)
     with engine.begin() as conn:
-        conn.execute(sa.text(f"DROP TABLE IF EXISTS {migrate.VERSION_TABLE}"))
+        conn.execute(sa.text(f"DROP TABLE IF EXISTS {revision.VERSION_TABLE}"))
 
 
 def _insert(conn: Connection, table: sa.Table):

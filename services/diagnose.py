@@ -16,7 +16,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from config import ConfigError
-from models.migrate import MigrationError, check_at_head, current
+from models.revision import MigrationError, check_at_head, current
 
 INIT_DB = "run flask --app app init-db"
 START_WORKER = (

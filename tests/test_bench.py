@@ -47,3 +47,8 @@ def test_jobs_runs_briefly():
 @real_services
 def test_sweep_plan_runs_briefly():
     assert "Summary" in bench("sweep_plan", "--connections", "200", "--repeat", "1", real=True)
+
+
+def test_coldstart_compares_the_app_with_its_libraries():
+    out = bench("coldstart", "--rounds", "1")
+    assert "import api.index" in out and "ratio" in out
