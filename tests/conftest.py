@@ -250,11 +250,12 @@ def start_stack(request, tmp_path):
     started: list = []
     failed_before = request.session.testsfailed
 
-    def start(*, before_request=None, workers=WORKERS, env=None, **sim_options) -> Stack:
+    def start(*, before_request=None, workers=WORKERS, env=None, pooler=None, **sim_options):
         sim = StravaSim(seed=11, **sim_options)
         if before_request is not None:
             sim.app.before_request(before_request)  # Flask only takes hooks before serving
-        stack = Stack(sim.start(), REAL_DATABASE, REAL_REDIS, tmp_path)
+        pooled = pooler.url if pooler is not None else None
+        stack = Stack(sim.start(), REAL_DATABASE, REAL_REDIS, tmp_path, pooled_url=pooled)
         stack.env.update(env or {})
         started.append(stack)
         return stack.start(workers)

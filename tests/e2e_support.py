@@ -180,8 +180,12 @@ def start_process(name: str, argv: list[str], env: dict, log_dir: Path) -> Proce
 class Stack:
     """Simulator, gunicorn and rq workers, plus handles on the database and Redis they share."""
 
-    def __init__(self, sim: StravaSim, database_url: str, redis_url: str, tmp_path: Path):
+    def __init__(
+        self, sim: StravaSim, database_url: str, redis_url: str, tmp_path: Path, pooled_url=None
+    ):
+        """`pooled_url`: the processes reach the database through it (a pooler); the test not."""
         self.sim = sim
+        self.pooled = pooled_url is not None
         self.tmp_path = tmp_path
         self.cron_secret = "e2e-cron-secret"
         self.verify_token = "e2e-verify-token"
@@ -198,7 +202,7 @@ class Stack:
         # Environment only: what a deployment sets, nothing the test injects another way.
         self.env = dict(
             os.environ,
-            DATABASE_URL=database_url,
+            DATABASE_URL=pooled_url or database_url,
             REDIS_URL=redis_url,
             STRAVA_API_URL=sim.api_url,
             STRAVA_OAUTH_URL=sim.oauth_url,
@@ -218,7 +222,10 @@ class Stack:
         """Clean Redis and the schema, then start gunicorn on them."""
         self.redis.flushdb()
         models.drop_all(self.engine)
-        models.init_db(self.engine)
+        if self.pooled:  # the migration too goes through the pooler, as a deploy runs it
+            self.flask("init-db")
+        else:
+            models.init_db(self.engine)
         self.web = start_process(
             "gunicorn",
             [str(BIN / "gunicorn"), "-w", "2", "-b", f"127.0.0.1:{self.port}", "app:create_app()"],
@@ -280,7 +287,11 @@ class Stack:
 
     def create_subscription(self) -> None:
         """`flask strava subscription create`, as an operator runs it: Strava validates us."""
-        argv = ["strava", "subscription", "create", "--callback-url", self.callback_url]
+        self.flask("strava", "subscription", "create", "--callback-url", self.callback_url)
+        assert self.sim.subscription["callback_url"] == self.callback_url
+
+    def flask(self, *argv: str) -> str:
+        """Run `flask --app app ARGV...` with the stack's environment; its output (exit 0)."""
         result = subprocess.run(
             [str(BIN / "flask"), "--app", "app", *argv],
             cwd=ROOT,
@@ -292,7 +303,7 @@ class Stack:
             check=False,
         )
         assert result.returncode == 0, result.stderr
-        assert self.sim.subscription["callback_url"] == self.callback_url
+        return result.stdout
 
     def close(self, failed: bool) -> None:
         """Stop every process, check nothing is left behind, and release connections."""
