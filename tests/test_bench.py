@@ -52,3 +52,9 @@ def test_sweep_plan_runs_briefly():
 def test_coldstart_compares_the_app_with_its_libraries():
     out = bench("coldstart", "--rounds", "1")
     assert "import api.index" in out and "ratio" in out
+
+
+@real_services
+def test_work_cost_counts_an_idle_run_and_a_busy_one():
+    out = bench("work_cost", "--jobs", "2", "--database-url", REAL_DATABASE)
+    assert "idle run (nothing queued or due)" in out and "run with 2 fetches" in out
