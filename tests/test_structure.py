@@ -26,7 +26,7 @@ def production_files() -> list[Path]:
     return [
         path
         for path in ROOT.rglob("*.py")
-        if (parts := path.relative_to(ROOT).parts)[0] not in NOT_PRODUCTION
+        if not (parts := path.relative_to(ROOT).parts)[0] in NOT_PRODUCTION
         and not any(p.startswith(".") or p == "migrations" for p in parts)
     ]
 
