@@ -49,7 +49,10 @@ class RedactSecrets(logging.Filter):
         if isinstance(record.args, tuple):
             record.args = tuple(redact(a) for a in record.args)
         elif isinstance(record.args, dict):
-            record.args = {k: redact(v) for k, v in record.args.items()}
+            # In place: gunicorn's atoms are a dict subclass whose lookups of `{header}i` atoms
+            # lowercase the name and answer "-" when absent; a plain dict would raise KeyError.
+            for key, value in record.args.items():
+                record.args[key] = redact(value)
         return True
 
 
