@@ -25,7 +25,7 @@ from flask import (
 from werkzeug.exceptions import HTTPException
 
 import models
-from strava_client import StravaError
+from strava_client import StravaError, tokens
 from sync import disconnect
 from sync.eddington import METRES_PER_KM, METRES_PER_MILE, eddington, next_target
 from web.extension import current_services
@@ -199,12 +199,23 @@ def disconnect_rider():
     if connection is None:
         abort(403, "Connect with Strava first.")
     try:
-        deleted = disconnect.disconnect(current_services(), rider.id)
+        done = disconnect.disconnect(current_services(), rider.id)
+    except tokens.CredentialsRefused as exc:
+        log.error("rider %s: disconnect refused: %s", rider.id, exc)
+        abort(
+            503,
+            "Strava refused this site's own credentials, so nothing was changed: the "
+            "club's operator must fix the site's Strava settings. Please try again later.",
+        )
     except (StravaError, requests.RequestException) as exc:
         log.warning("rider %s: disconnect failed at Strava: %s", rider.id, exc)
         abort(502, "Strava did not answer, so nothing was changed. Please try again shortly.")
-    noun = "activity" if deleted == 1 else "activities"
-    flash(f"Disconnected from Strava; {deleted} {noun} deleted from {page_club()}.")
+    noun = "activity" if done.deleted == 1 else "activities"
+    held = f"{done.deleted} {noun} deleted from {page_club()}"
+    if done.revoked:
+        flash(f"Disconnected from Strava; {held}.")
+    else:
+        flash(f"Strava had already ended our access, so there was nothing to revoke; {held}.")
     return redirect(url_for("pages.me"))
 
 
