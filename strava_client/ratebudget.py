@@ -33,7 +33,7 @@ DOCUMENTED = {"overall": (200, 2000), "read": (100, 1000)}  # Strava's default l
 PLAUSIBLE_SHARE = 10  # a learned limit below 1/10 of the documented one is a garbled header
 MAX_COUNT = 10**9  # a larger learned limit is garbled (and Redis counters overflow at 2**63 - 1)
 # Usage beyond this multiple of its header's limit is garbled, not counted: adopting it would
-# spend the day's budget on one bad header, and counters only rise, so no later header could undo it.
+# spend the day's budget on one bad header, and counters only rise: no later header undoes it.
 MAX_OVERUSE = 2
 LIMITS_TTL = DAY  # learned limits are forgotten a day after Strava last reported them
 
@@ -114,7 +114,8 @@ def _plausible(bucket: str, window: str, reported: tuple) -> tuple:
     limit, used = reported
     floor = DOCUMENTED[bucket][0 if window == "15m" else 1] // PLAUSIBLE_SHARE
     if limit == "" or not floor <= limit <= MAX_COUNT:
-        return "", ""  # e.g. '0,0': adopting it would refuse every permit with nothing to correct it
+        # e.g. '0,0': adopting it would refuse every permit with nothing to correct it
+        return "", ""
     if used > limit * MAX_OVERUSE:
         used = ""
     return limit, used
