@@ -106,11 +106,22 @@ def _json_error(exc: HTTPException):
 
 
 def _service_error(exc: Exception):
-    """The database or Redis failed under a request: 503 with the sentence, one log line."""
-    sentence = diagnose.explain(exc, current_app.config)
-    log.error("%s", sentence)
+    """The database or Redis failed under a request: 503 naming the part, the sentence logged."""
+    log.error("%s", diagnose.explain(exc, current_app.config))
     log.debug("the failure in full", exc_info=exc)
-    return jsonify(error=sentence), 503
+    return jsonify(error=public_failure(exc)), 503
+
+
+def public_failure(exc: Exception) -> str:
+    """A failed part as anyone may read it: which part and the kind of failure, no host or user."""
+    part = "Redis" if isinstance(exc, redis.RedisError) else "the database"
+    return f"{part} is unavailable ({diagnose.public_reason(exc)}); the operator's log has more"
+
+
+def _down(exc: Exception, settings) -> str:
+    """A health entry for a failed part: public, while the log gets the full sentence."""
+    log.error("%s", diagnose.explain(exc, settings))
+    return f"down: {diagnose.public_reason(exc)}"
 
 
 def deployment_notes(settings: dict, inline: bool) -> list[str]:
@@ -155,14 +166,18 @@ def current_services_of(app: Flask) -> services.Services:
 
 
 def vercel_app() -> Flask:
-    """Vercel's app: a bad configuration answers every request 503 with its sentence."""
+    """Vercel's app: a bad configuration answers every request 503, its sentence in the log only.
+
+    The sentence may quote the refused value (a secret pasted into the wrong variable), so the
+    public answer names only the part that failed.
+    """
     try:
         return deployed_app()
     except StartupError as exc:
-        sentence = exc.message
-    log.error("%s", sentence)
+        log.error("%s", exc.message)
     refusing = Flask(__name__)
-    refusing.register_error_handler(404, lambda _: (jsonify(error=sentence), 503))
+    public = "this site cannot start: its configuration is refused; the operator's log says why"
+    refusing.register_error_handler(404, lambda _: (jsonify(error=public), 503))
     return refusing
 
 
@@ -182,7 +197,10 @@ def require_schema_at_head():
 
 
 def healthz():
-    """Whether the database and Redis answer; a deployed process also names what it lacks."""
+    """Whether the database and Redis answer; a deployed process also names what it lacks.
+
+    Public: it names the part that is down and how, never a host, port, user or setting's value.
+    """
     svc = current_services()
     cfg = current_app.config
     status = {"status": "ok", "db": "ok", "redis": "inline" if svc.inline else "ok"}
@@ -190,12 +208,12 @@ def healthz():
         with svc.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
     except SQLAlchemyError as exc:
-        status["db"] = f"down: {diagnose.explain(exc, cfg)}"
+        status["db"] = _down(exc, cfg)
     if not svc.inline:
         try:
             svc.redis.ping()
         except redis.RedisError as exc:
-            status["redis"] = f"down: {diagnose.explain(exc, cfg)}"
+            status["redis"] = _down(exc, cfg)
     refused_inline = False
     if cfg.get("DEPLOYED"):
         status["mode"] = "inline" if svc.inline else "workers"

@@ -18,7 +18,7 @@ import models
 import reconcile
 from models import overview
 from services import QUEUES, Services
-from services.diagnose import START_WORKER
+from services.diagnose import START_WORKER, explain
 
 STALE_AFTER = timedelta(days=2)
 QUIET_AFTER = timedelta(hours=24)  # no event for this long while riders are connected: warn
@@ -126,7 +126,7 @@ def collect_status(svc: Services) -> dict:
         status["budget"] = svc.budget.snapshot()
         status["sweep_capacity"] = _sweep_capacity(svc, status["budget"], status["events_24h"])
     except redis.RedisError as exc:
-        status["redis"] = f"down: {type(exc).__name__}"
+        status["redis"] = f"down: {explain(exc, svc.config)}"  # for the operator: /admin, CLI
     status["warnings"] = warnings(status)
     _keep_older_keys(status)
     return status
