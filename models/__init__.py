@@ -73,6 +73,7 @@ from .schema import (
     strava_invite,
     sync_run,
     webhook_event,
+    webhook_junk,
 )
 
 __all__ = [
@@ -137,4 +138,5 @@ __all__ = [
     "update_run",
     "upsert_activity",
     "webhook_event",
+    "webhook_junk",
 ]
