@@ -6,6 +6,7 @@ import logging
 import os
 import re
 import sys
+from datetime import timedelta
 
 import click
 import redis
@@ -31,6 +32,8 @@ SECRET_PARAM = re.compile(
     r"((?:^|[?&;\s])(?:hub\.verify_token|code|state|invite|client_secret|access_token"
     r"|refresh_token)=)[^&\s\"]*"
 )
+# Flask checks a session cookie's signature against this age, permanent or not (default 31 days).
+SESSION_LIFETIME = timedelta(days=14)
 BEARER = re.compile(r"(Bearer\s+)[^\s\"]+", re.IGNORECASE)
 
 
@@ -72,8 +75,10 @@ def create_app(test_config: dict | None = None) -> Flask:
             click.echo(f"Error: {exc}", err=True)
             sys.exit(1)
         raise StartupError(str(exc)) from None
+    app.config["PERMANENT_SESSION_LIFETIME"] = SESSION_LIFETIME
     if test_config:
         app.config.update(test_config)
+    _secure_cookies(app)
     if app.config["DATABASE_URL"].startswith("sqlite:///" + app.instance_path):
         os.makedirs(app.instance_path, exist_ok=True)  # the default database lives there
     extension.init_app(app, services.build(app.config))
@@ -97,6 +102,16 @@ def create_app(test_config: dict | None = None) -> Flask:
         if not any(isinstance(f, RedactSecrets) for f in logger.filters):
             logger.addFilter(RedactSecrets())
     return app
+
+
+def _secure_cookies(app: Flask) -> None:
+    """Session cookies go only over https when the site is served on https, never to scripts."""
+    public_url = str(app.config.get("PUBLIC_URL") or "")
+    if public_url.startswith("https://"):
+        app.config["SESSION_COOKIE_SECURE"] = True
+    app.config["SESSION_COOKIE_HTTPONLY"] = True
+    # Lax still sends the cookie on Strava's redirect back to the callback (a top-level GET).
+    app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
 
 
 def _json_error(exc: HTTPException):
