@@ -16,7 +16,7 @@ from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegis
 
 import models
 import reconcile
-from models import overview
+from models import junk, overview
 from services import QUEUES, Services
 from services.diagnose import START_WORKER, explain
 
@@ -97,6 +97,11 @@ def _sweep_capacity(svc: Services, budget: dict, events_24h: dict) -> dict:
     return {"riders_beyond": beyond, "read_limit_needed": needed}
 
 
+def _today(svc: Services):
+    """The UTC day by the services' clock (the webhook counts junk events by it)."""
+    return datetime.fromtimestamp(svc.clock(), UTC).date()
+
+
 def collect_status(svc: Services) -> dict:
     """Everything an operator checks at a glance, as JSON-ready data."""
     now = datetime.now(UTC)
@@ -120,6 +125,7 @@ def collect_status(svc: Services) -> dict:
             "riders": riders["counts"],
             "riders_by_state": riders["by_state"],
             "credentials_refused_at": models.get_setting(conn, "strava_credentials_refused_at"),
+            "unconnected_events_today": junk.summary(conn, _today(svc)),
         }
     try:
         status["queues"] = _queues(svc)

@@ -32,7 +32,7 @@ def copy_of(app, browser):
 
 
 def test_attack_copied_cookie_opens_nothing_after_sign_out(admin):
-    app, browser, thief, _ = admin
+    _, browser, thief, _ = admin
     assert thief.get("/admin").status_code == 200  # the copy works while the session lives
     assert post(browser, "/signout").status_code == 302
     assert thief.get("/admin").status_code == 403
@@ -74,7 +74,7 @@ def test_session_cookie_is_secure_behind_https_and_lives_14_days(database_url, s
 
 
 def test_sign_out_of_a_stale_session_is_harmless(admin):
-    app, browser, thief, _ = admin
+    _, browser, thief, _ = admin
     post(browser, "/signout")
     with thief.session_transaction() as session:
         session["csrf"] = CSRF
