@@ -66,15 +66,12 @@ def store_event(
     found = conn.execute(_store_statement(conn.dialect.name, unhandled is None), params).first()
     if found is not None:
         return tuple(found)
-    if junk.seen(conn, params["identity"]):
+    day, at = today or params["received_at"].date(), params["received_at"]
+    counted = junk.count(conn, fields["owner_id"], day, at, params["identity"])
+    if counted is None:
         return None, None, None
     reason = params["unhandled"] or f"athlete {fields['owner_id']} is not connected to us"
-    day = today or params["received_at"].date()
-    if (
-        not 0
-        < junk.count(conn, fields["owner_id"], day, params["received_at"])
-        <= junk.JUNK_EXAMPLES
-    ):
+    if not 0 < counted <= junk.JUNK_EXAMPLES:
         return None, "ignored", reason
     example = dict(params, updates="{}", unhandled=reason)  # junk keeps no `updates`
     found = conn.execute(_store_statement(conn.dialect.name, False, junk=True), example).first()

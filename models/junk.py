@@ -27,19 +27,17 @@ JUNK_ROWS_PER_DAY = JUNK_EXAMPLES * JUNK_ATHLETES  # webhook_event rows junk may
 JUNK_ROW_BYTES = 1024
 
 
-def seen(conn: Connection, identity: str) -> bool:
-    """Whether an event with this identity is stored already (an exact repeat)."""
-    query = sa.select(webhook_event.c.id).where(webhook_event.c.identity == identity)
-    return conn.execute(query).first() is not None
-
-
-def count(conn: Connection, owner_id: int, day: date, at: datetime) -> int:
+def count(conn: Connection, owner_id: int, day: date, at: datetime, identity: str) -> int | None:
     """Count one junk event for an athlete and day; returns that athlete's count (0: not apart).
 
+    None, counting nothing, when an event with this identity is stored already (an exact repeat).
     Beyond JUNK_ATHLETES athletes a day, events are counted on the shared OTHER_ATHLETES row.
     """
-    params = {"day": day, "owner_id": owner_id, "at": at}
-    counted_as, events = conn.execute(_count_statement(conn.dialect.name), params).one()
+    params = {"day": day, "owner_id": owner_id, "at": at, "identity": identity}
+    found = conn.execute(_count_statement(conn.dialect.name), params).first()
+    if found is None:
+        return None
+    counted_as, events = found
     return 0 if counted_as == OTHER_ATHLETES else events
 
 
@@ -55,8 +53,9 @@ def _count_statement(dialect: str):
         else_=OTHER_ATHLETES,
     )
     at = p("at", type_=table.c.last_received_at.type)
-    # A WHERE clause lets SQLite tell the SELECT from the ON CONFLICT clause that follows it.
-    values = sa.select(day, owner, sa.literal(1), at).where(sa.true())
+    repeat = sa.exists().where(webhook_event.c.identity == p("identity", type_=sa.String))
+    # The WHERE clause also lets SQLite tell the SELECT from the ON CONFLICT clause that follows.
+    values = sa.select(day, owner, sa.literal(1), at).where(~repeat)
     insert = (postgresql if dialect == "postgresql" else sqlite).insert(table)
     insert = insert.from_select(["day", "owner_id", "events", "last_received_at"], values)
     return insert.on_conflict_do_update(

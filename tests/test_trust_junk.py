@@ -92,7 +92,7 @@ def test_junk_counters_are_pruned_with_old_events(database_url, sim):
     svc = app.extensions["strava_sync"]
     day = datetime.fromtimestamp(NOON, UTC)
     with svc.engine.begin() as conn:
-        junk.count(conn, FIRST_FORGED, day.date(), day)
+        junk.count(conn, FIRST_FORGED, day.date(), day, "identity")
         models.prune_events(conn, day, day, limit=10)
         assert len(conn.execute(sa.select(models.webhook_junk)).all()) == 1
         models.prune_events(conn, day.replace(day=29), day.replace(day=29), limit=10)
