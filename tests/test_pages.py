@@ -340,7 +340,7 @@ def test_attack_disconnect_after_a_lost_revocation_with_an_expiring_token_still_
     assert sim.requests["POST /oauth/deauthorize"] == 0  # a refused refresh: nothing to revoke
     assert held_activities(svc, rider) == []
     assert connection(svc, rider).deauthorized_at is not None
-    assert "Strava had already ended our access" in text(client.get("/me"))
+    assert "Strava no longer accepted our access" in text(client.get("/me"))
 
 
 def test_attack_disconnect_of_a_rider_needing_reconnect_purges_without_calling_strava(

@@ -236,7 +236,7 @@ def disconnect_rider():
     if done.revoked:
         flash(f"Disconnected from Strava; {held}.")
     else:
-        flash(f"Strava had already ended our access, so there was nothing to revoke; {held}.")
+        flash(f"Strava no longer accepted our access, so there was nothing to revoke; {held}.")
     return redirect(url_for("pages.me"))
 
 
