@@ -17,9 +17,9 @@ from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegis
 import models
 import reconcile
 from jobs import burst
-from models import overview
+from models import junk, overview
 from services import QUEUES, Services
-from services.diagnose import START_WORKER
+from services.diagnose import START_WORKER, explain
 
 STALE_AFTER = timedelta(days=2)
 QUIET_AFTER = timedelta(hours=24)  # no event for this long while riders are connected: warn
@@ -101,6 +101,11 @@ def _sweep_capacity(svc: Services, budget: dict, events_24h: dict) -> dict:
     return {"riders_beyond": beyond, "read_limit_needed": needed}
 
 
+def _today(svc: Services):
+    """The UTC day by the services' clock (the webhook counts junk events by it)."""
+    return datetime.fromtimestamp(svc.clock(), UTC).date()
+
+
 def collect_status(svc: Services) -> dict:
     """Everything an operator checks at a glance, as JSON-ready data."""
     now = datetime.now(UTC)
@@ -127,6 +132,7 @@ def collect_status(svc: Services) -> dict:
             "subscribed_callback_url": models.get_setting(conn, "subscription_callback_url"),
             "expected_callback_url": expected_callback(svc.config),
             "events_stuck": models.count_waiting_events(conn, now - STUCK_AFTER),
+            "unconnected_events_today": junk.summary(conn, _today(svc)),
         }
     try:
         status["last_work_run"] = burst.last_run(svc)
@@ -135,7 +141,7 @@ def collect_status(svc: Services) -> dict:
         status["budget"] = svc.budget.snapshot()
         status["sweep_capacity"] = _sweep_capacity(svc, status["budget"], status["events_24h"])
     except redis.RedisError as exc:
-        status["redis"] = f"down: {type(exc).__name__}"
+        status["redis"] = f"down: {explain(exc, svc.config)}"  # for the operator: /admin, CLI
     status["warnings"] = warnings(status)
     _keep_older_keys(status)
     return status
