@@ -62,12 +62,13 @@ def run(svc: Services, max_seconds: float | None) -> dict:
             worked = rq_worker.work(burst=True)
             if rq_worker.past_deadline() or not (promoted or worked):
                 break
+    queued_left = sum(svc.queue(n).count for n in QUEUES)
     summary = {
         "jobs_run": rq_worker.jobs_run,
         "moved_when_due": moved,
-        "queued_left": sum(svc.queue(n).count for n in QUEUES),
+        "queued_left": queued_left,
         "scheduled_left": _scheduled(svc),
-        "stopped_at_deadline": rq_worker.past_deadline(),
+        "stopped_at_deadline": rq_worker.past_deadline() and queued_left > 0,
     }
     burst.record_run(svc, summary)
     return summary
