@@ -6,6 +6,8 @@ import logging
 import os
 import re
 import sys
+import time
+from collections.abc import Callable
 
 import click
 import redis
@@ -19,7 +21,7 @@ import config
 import services
 import webhook
 from models import migrate
-from services import diagnose
+from services import deployed, diagnose
 from services.diagnose import StartupError
 from web import admin, cron, extension, oauth, pages
 from web.extension import current_services
@@ -53,30 +55,55 @@ class RedactSecrets(logging.Filter):
         return True
 
 
-def create_app(test_config: dict | None = None) -> Flask:
-    """Build the app from the environment, with `test_config` applied on top."""
+def create_app(
+    test_config: dict | config.Settings | None = None, clock: Callable[[], float] = time.time
+) -> Flask:
+    """Build the app from the environment (and `.env`), with `test_config` applied on top.
+
+    `test_config` may be whole `Settings`, or a mapping of settings (by variable or field name)
+    and Flask's own keys; `clock` is the one time source every part reads.
+    """
     app = Flask(
         __name__,
         instance_relative_config=True,
         template_folder="web/templates",
         static_folder="web/static",
     )
+    settings = _settings(app, test_config)
+    # The OAuth callback is a top-level GET from Strava: Lax still sends the session cookie.
+    app.config.update(SECRET_KEY=settings.secret_key, SESSION_COOKIE_SAMESITE="Lax")
+    if isinstance(test_config, dict):
+        app.config.update({k: v for k, v in test_config.items() if not config.is_setting(k)})
+    if settings.database_url.startswith("sqlite:///" + app.instance_path):
+        os.makedirs(app.instance_path, exist_ok=True)  # the default database lives there
+    extension.init_app(app, services.build(settings, clock))
+    if (settings.redis_url or not settings.database_url.startswith("sqlite")) and not (
+        settings.token_encryption_key
+    ):
+        log.warning("TOKEN_ENCRYPTION_KEY is not set: Strava tokens are stored unencrypted")
+    _register(app)
+    return app
+
+
+def _settings(app: Flask, test_config: dict | config.Settings | None) -> config.Settings:
+    """The settings: given whole, or read (with `.env` when not under test) and overridden."""
+    if isinstance(test_config, config.Settings):
+        return test_config
     try:
-        app.config.from_mapping(config.from_environ(instance_path=app.instance_path))
+        if test_config is None:
+            return config.load(app.instance_path)
+        changes = {k: v for k, v in test_config.items() if config.is_setting(k)}
+        return config.override(config.from_environ(instance_path=app.instance_path), **changes)
     except config.ConfigError as exc:
         if click.get_current_context(silent=True) is not None:
             # Under `flask --app app ...`, even while it lists commands for --help: one line.
             click.echo(f"Error: {exc}", err=True)
             sys.exit(1)
         raise StartupError(str(exc)) from None
-    if test_config:
-        app.config.update(test_config)
-    if app.config["DATABASE_URL"].startswith("sqlite:///" + app.instance_path):
-        os.makedirs(app.instance_path, exist_ok=True)  # the default database lives there
-    extension.init_app(app, services.build(app.config))
-    deployed = app.config["REDIS_URL"] or not app.config["DATABASE_URL"].startswith("sqlite")
-    if deployed and not app.config["TOKEN_ENCRYPTION_KEY"]:
-        log.warning("TOKEN_ENCRYPTION_KEY is not set: Strava tokens are stored unencrypted")
+
+
+def _register(app: Flask) -> None:
+    """Blueprints, error handlers, the health check, the schema check, the CLI, log redaction."""
     for blueprint in (webhook.bp, cron.bp, oauth.bp):
         app.register_blueprint(blueprint)
     app.register_blueprint(pages.bp)
@@ -85,15 +112,13 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_error_handler(SQLAlchemyError, _service_error)
     app.register_error_handler(redis.RedisError, _service_error)
     app.add_url_rule("/healthz", view_func=healthz)
-    if app.config.get("CHECK_SCHEMA", True):
-        app.before_request(require_schema_at_head)
+    app.before_request(require_schema_at_head)
     cli.init_app(app)
     # urllib3 logs each request line at DEBUG, subscription calls' client_secret included.
     for name in ("werkzeug", "gunicorn.access", "urllib3.connectionpool"):
         logger = logging.getLogger(name)
         if not any(isinstance(f, RedactSecrets) for f in logger.filters):
             logger.addFilter(RedactSecrets())
-    return app
 
 
 def _json_error(exc: HTTPException):
@@ -104,43 +129,37 @@ def _json_error(exc: HTTPException):
 
 def _service_error(exc: Exception):
     """The database or Redis failed under a request: 503 with the sentence, one log line."""
-    sentence = diagnose.explain(exc, current_app.config)
+    sentence = diagnose.explain(exc, current_services().settings)
     log.error("%s", sentence)
     log.debug("the failure in full", exc_info=exc)
     return jsonify(error=sentence), 503
 
 
-def deployment_notes(settings: dict, inline: bool) -> list[str]:
-    """What a deployed process lacks: each a sentence naming the variable (empty when fine)."""
-    notes = []
+def deployment_notes(settings: config.Settings, inline: bool) -> list[str]:
+    """What a deployed process runs without, by choice: each a sentence naming the variable."""
+    notes = list(settings.notes)
     if inline:
-        notes.append(
-            "REDIS_URL is not set: jobs run inside the web process (inline mode); set REDIS_URL "
-            "and start workers, or set INLINE_OK=1 to accept it"
-        )
-    if not settings.get("CRON_SECRET"):
+        notes.append("INLINE_OK=1: jobs run inside the web process (inline mode), not in workers")
+    if not settings.cron_secret:
         notes.append("CRON_SECRET is not set: the nightly sweep endpoint refuses everyone")
-    if not settings.get("STRAVA_CLIENT_ID"):
-        notes.append("STRAVA_CLIENT_ID is not set: riders cannot connect with Strava")
-    if not config.secret_key_set(settings):
-        notes.append(
-            "SECRET_KEY is not set: each web process makes its own, so connecting with Strava "
-            "fails whenever two processes share the work; set one random value"
-        )
     return notes
 
 
 def deployed_app() -> Flask:
     """The app as a deployed web process builds it: `.env` read, start-up problems logged.
 
-    Raises StartupError (one sentence) when the configuration cannot be used.
+    Raises StartupError (one sentence) when the configuration cannot be used or would fall back
+    to a development default (services/deployed.py).
     """
-    config.read_dotenv()
-    app = create_app({"DEPLOYED": True})
+    settings = services.load_settings(deployed=True)
+    deployed.refuse_unfit(settings, web=True)
+    app = create_app(settings)
     svc = current_services_of(app)
-    for note in deployment_notes(app.config, svc.inline):
+    log.info("settings from %s", settings.dotenv_path or "the environment (no .env file)")
+    log.info("database: %s; queues: %s", settings.describe_database(), settings.describe_redis())
+    for note in deployment_notes(settings, svc.inline):
         log.warning("%s", note)
-    problem = diagnose.check_database(svc.engine, app.config)
+    problem = diagnose.check_database(svc.engine, settings)
     if problem:
         log.error("%s", problem)
     return app
@@ -178,27 +197,39 @@ def require_schema_at_head():
     return None
 
 
-def healthz():
-    """Whether the database and Redis answer; a deployed process also names what it lacks."""
-    svc = current_services()
-    cfg = current_app.config
-    status = {"status": "ok", "db": "ok", "redis": "inline" if svc.inline else "ok"}
+def _probe(svc: services.Services) -> dict:
+    """Each part's state: "ok" (or "inline"), else the sentence saying what is wrong."""
+    found = {"db": "ok", "redis": "inline" if svc.inline else "ok"}
     try:
         with svc.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
     except SQLAlchemyError as exc:
-        status["db"] = f"down: {diagnose.explain(exc, cfg)}"
+        found["db"] = diagnose.explain(exc, svc.settings)
     if not svc.inline:
         try:
             svc.redis.ping()
         except redis.RedisError as exc:
-            status["redis"] = f"down: {diagnose.explain(exc, cfg)}"
-    refused_inline = False
-    if cfg.get("DEPLOYED"):
+            found["redis"] = diagnose.explain(exc, svc.settings)
+    return found
+
+
+def healthz():
+    """Whether the database and Redis answer; an admin also reads where they are and why not.
+
+    The public answer names the part that is down, never a host, a user or a value.
+    """
+    svc = current_services()
+    settings = svc.settings
+    parts = _probe(svc)
+    down = [name for name, state in parts.items() if state not in ("ok", "inline")]
+    status = {"status": "degraded" if down else "ok"}
+    status.update({name: "down" if name in down else state for name, state in parts.items()})
+    if pages.is_admin(pages.signed_in_connection()[1]):
+        status.update({name: f"down: {parts[name]}" for name in down})
+        status["database"] = settings.describe_database()
+        status["queues"] = settings.describe_redis()
+        status["settings_from"] = settings.dotenv_path or "the environment (no .env file)"
+        status["notes"] = deployment_notes(settings, svc.inline)
+    if settings.deployed:
         status["mode"] = "inline" if svc.inline else "workers"
-        status["notes"] = deployment_notes(cfg, svc.inline)
-        refused_inline = svc.inline and not cfg.get("INLINE_OK")
-    if "down" in status["db"] or "down" in status["redis"] or refused_inline:
-        status["status"] = "degraded"
-        return jsonify(status), 503
-    return jsonify(status)
+    return jsonify(status), 503 if down else 200

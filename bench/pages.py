@@ -12,6 +12,7 @@ Run: .venv/bin/python bench/pages.py [--riders 500] [--rides 150] [--repeat 30]
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import random
 import statistics
 import tempfile
@@ -52,7 +53,7 @@ def load_club(svc, riders: int, rides: int, seed: int) -> tuple[int, int]:
                     }
                 )  # fmt: skip
             conn.execute(models.strava_activity.insert(), rows)
-            eddington.store_numbers(conn, rider_id, svc.config["EDDINGTON_SPORT_TYPES"])
+            eddington.store_numbers(conn, rider_id, svc.settings.eddington_sport_types)
     return 1, 500_000
 
 
@@ -87,7 +88,9 @@ def main() -> None:
             loaded = time.perf_counter()
             rider_id, athlete_id = load_club(svc, args.riders, args.rides, seed=1)
             loaded = time.perf_counter() - loaded
-            app.config["ADMIN_ATHLETE_IDS"] = frozenset({athlete_id})
+            svc.settings = dataclasses.replace(
+                svc.settings, admin_athlete_ids=frozenset({athlete_id})
+            )
             client = app.test_client()
             with client.session_transaction() as session:
                 session["rider_id"] = rider_id

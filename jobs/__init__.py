@@ -93,7 +93,7 @@ def _in(svc: Services, seconds: float) -> datetime:
 
 def _created_fetch_at(svc: Services, fields: dict) -> datetime | None:
     """When a create event's fetch should run: after the delay, when most first edits are in."""
-    delay = svc.config.get("CREATE_FETCH_DELAY_SECONDS", 0)
+    delay = svc.settings.create_fetch_delay_seconds
     if fields["aspect_type"] != "create" or not delay:
         return None
     return _in(svc, delay)
@@ -213,7 +213,7 @@ def _sync_activity(svc: Services, owner_id: int, activity_id: int, not_found_ret
             )
             return "failed: activity belongs to another athlete"
         if outcome != "unchanged":
-            eddington.store_numbers(conn, rider_id, svc.config["EDDINGTON_SPORT_TYPES"])
+            eddington.store_numbers(conn, rider_id, svc.settings.eddington_sport_types)
         models.update_connection(conn, rider_id, last_sync=models.now())
         models.set_event_status(conn, event_ids, "done")
     return outcome
@@ -226,7 +226,7 @@ def _not_found(svc, rider_id, owner_id, activity_id, events, not_found_retry) ->
         held = models.delete_activity(conn, activity_id, owner_id) is not None
         just_created = bool(events) and events[-1].aspect_type == "create" and not held
         if held:
-            eddington.store_numbers(conn, rider_id, svc.config["EDDINGTON_SPORT_TYPES"])
+            eddington.store_numbers(conn, rider_id, svc.settings.eddington_sport_types)
         if not just_created:
             models.set_event_status(conn, event_ids, "done")
             return "deleted" if held else "absent"

@@ -39,7 +39,7 @@ def plan_checks(svc: Services) -> list[int]:
     limit_day = min(snapshot[b]["limit_day"] for b in ("overall", "read"))
     reads = min(int(limit_day * VERIFY_SLICE), svc.budget.available("bulk")["day"])
     now = datetime.fromtimestamp(svc.clock(), UTC)
-    due_before = now - timedelta(days=svc.config["VERIFY_HISTORY_DAYS"])
+    due_before = now - timedelta(days=svc.settings.verify_history_days)
     with svc.engine.connect() as conn:
         candidates = models.riders_to_verify(conn, due_before, limit=max(reads, 0))
     planned = []

@@ -141,7 +141,7 @@ def close_abandoned_runs(svc, now: datetime) -> int:
 
 def purge_overdue_reconnects(svc, now: datetime) -> int:
     """Purge riders still unreconnected after RECONNECT_GRACE_DAYS, as for a revocation."""
-    grace = timedelta(days=svc.config.get("RECONNECT_GRACE_DAYS", 30))
+    grace = timedelta(days=svc.settings.reconnect_grace_days)
     with svc.engine.begin() as conn:
         overdue = models.reconnect_overdue(conn, now - grace)[:BATCH]
         for rider_id in overdue:
@@ -152,7 +152,7 @@ def purge_overdue_reconnects(svc, now: datetime) -> int:
 
 def prune_events(svc, now: datetime) -> int:
     """Delete done/ignored events past EVENT_RETENTION_DAYS (failed: three times as long)."""
-    days = svc.config.get("EVENT_RETENTION_DAYS", 30)
+    days = svc.settings.event_retention_days
     pruned = 0
     for _ in range(PRUNE_BATCHES):
         with svc.engine.begin() as conn:

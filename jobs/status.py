@@ -47,7 +47,7 @@ def _latest_failures(svc: Services, failed: FailedJobRegistry) -> list[dict]:
 def workers_listening(svc: Services, name: str) -> int:
     """How many workers take jobs from queue `name` (inline mode's own thread counts as one)."""
     if svc.inline:
-        return int(bool(svc.runner) or bool(svc.config.get("INLINE_WORKER", True)))
+        return int(bool(svc.runner) or bool(svc.settings.inline_worker))
     return len(Worker.all(queue=svc.queue(name)))
 
 
@@ -91,8 +91,8 @@ def _sweep_capacity(svc: Services, budget: dict, events_24h: dict) -> dict:
         riders,
         budget["read"]["limit_day"],
         realtime,
-        reserve=svc.config["RECONCILE_RESERVE"],
-        min_share=svc.config["RECONCILE_MIN_SHARE"],
+        reserve=svc.settings.reconcile_reserve,
+        min_share=svc.settings.reconcile_min_share,
     )
     return {"riders_beyond": beyond, "read_limit_needed": needed}
 
@@ -109,7 +109,7 @@ def collect_status(svc: Services) -> dict:
         status = {
             "application_inactive_at": models.get_setting(conn, "application_inactive_at"),
             "subscription_id": svc.subscription_id(),
-            "callback_url": svc.config.get("STRAVA_CALLBACK_URL"),
+            "callback_url": svc.settings.strava_callback_url,
             "mode": "inline" if svc.inline else "workers",
             "events_24h": models.event_counts_since(conn, now - timedelta(days=1)),
             "last_event_at": last_event.isoformat(timespec="seconds") if last_event else None,

@@ -79,7 +79,7 @@ def apply(svc: Services, conn, connection, changes: Changes) -> None:
     for activity_id in changes.deleted:
         models.delete_activity(conn, activity_id, connection.athlete_id)
     if changes:
-        eddington.store_numbers(conn, connection.rider_id, svc.config["EDDINGTON_SPORT_TYPES"])
+        eddington.store_numbers(conn, connection.rider_id, svc.settings.eddington_sport_types)
 
 
 @dataclass
@@ -193,9 +193,7 @@ def repair_rider(svc: Services, rider_id: int, *, dry_run: bool = False) -> Repa
     with svc.engine.connect() as conn:
         connection = models.get_connection(conn, rider_id)
     now = datetime.fromtimestamp(svc.clock(), UTC)
-    after = lookback_start(
-        now, connection.last_reconciled_at, svc.config["RECONCILE_LOOKBACK_DAYS"]
-    )
+    after = lookback_start(now, connection.last_reconciled_at, svc.settings.reconcile_lookback_days)
     token = access_token(svc, rider_id)
     repair = Repair()
     listed_at = models.now()  # fetched_at uses the same clock: a later fetch is newer than this

@@ -15,7 +15,7 @@ import redis
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from config import ConfigError
+from config import ConfigError, Settings
 from models.migrate import MigrationError, check_at_head, current
 
 INIT_DB = "run flask --app app init-db"
@@ -46,12 +46,23 @@ def _where(url: str | None, default_port: int) -> str:
     return f"{parts.hostname or 'localhost'}:{port}"
 
 
-def _database(exc: SQLAlchemyError, url: str | None) -> str:
+def tables_missing(settings: Settings | None) -> str:
+    """The sentence for an empty database, saying which database and which `.env` (if any)."""
+    if settings is None:
+        return f"tables missing: {INIT_DB}"
+    source = settings.dotenv_path or "no .env file"
+    return (
+        f"tables missing in the {settings.describe_database()} (settings from {source}): {INIT_DB}"
+    )
+
+
+def _database(exc: SQLAlchemyError, settings: Settings | None) -> str:
     text = str(getattr(exc, "orig", None) or exc)
+    url = settings and settings.database_url
     if found := _MISSING_DB.search(text):
         return f"DATABASE_URL: database {found.group(1)} does not exist: create it, or fix the name"
     if _MISSING_TABLE.search(text):
-        return f"tables missing: {INIT_DB}"
+        return tables_missing(settings)
     if found := _PASSWORD.search(text):
         return f"DATABASE_URL: the password of user {found.group(1)} was refused"
     if "refused" in text.lower() or "could not connect" in text.lower():
@@ -74,26 +85,25 @@ def _redis(exc: redis.RedisError, url: str | None) -> str:
     return f"REDIS_URL: Redis answered {type(exc).__name__}"
 
 
-def explain(exc: BaseException, settings: dict | None = None) -> str | None:
+def explain(exc: BaseException, settings: Settings | None = None) -> str | None:
     """One sentence for a failure we know, or None for one we do not."""
-    settings = settings or {}
     if isinstance(exc, ConfigError | StartupError | MigrationError):
         return str(exc)
     if isinstance(exc, SQLAlchemyError):
-        return _database(exc, settings.get("DATABASE_URL"))
+        return _database(exc, settings)
     if isinstance(exc, redis.RedisError):
-        return _redis(exc, settings.get("REDIS_URL"))
+        return _redis(exc, settings and settings.redis_url)
     return None
 
 
 KNOWN = (ConfigError, StartupError, MigrationError, SQLAlchemyError, redis.RedisError)
 
 
-def check_database(engine: Engine, settings: dict) -> str | None:
+def check_database(engine: Engine, settings: Settings) -> str | None:
     """What is wrong with the database (down, missing, not at the needed revision), or None."""
     try:
         if current(engine) is None:
-            return f"tables missing: {INIT_DB}"
+            return tables_missing(settings)
         check_at_head(engine)
     except KNOWN as exc:
         return explain(exc, settings)

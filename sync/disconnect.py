@@ -18,7 +18,7 @@ def revoke_at_strava(svc, rider_id: int) -> None:
     """
     try:
         token = tokens.access_token(svc, rider_id)
-        if svc.config.get("STRAVA_REVOKE_ENDPOINT") == "revoke":
+        if svc.settings.strava_revoke_endpoint == "revoke":
             svc.client.revoke(token)
         else:
             svc.client.deauthorize(token)

@@ -48,9 +48,10 @@ def now(svc: Services) -> datetime:
     return datetime.fromtimestamp(svc.clock(), UTC)
 
 
-def serializer(settings) -> URLSafeTimedSerializer:
-    key = settings.get("SECRET_KEY")
-    if not key or not config.secret_key_set(settings):
+def serializer(settings: config.Settings) -> URLSafeTimedSerializer:
+    """The invite signer, keyed by SECRET_KEY; NoSecretKey when that was invented, not chosen."""
+    key = settings.secret_key
+    if not key or settings.secret_key_generated:
         raise NoSecretKey(
             "SECRET_KEY is not set: set it to a long random value (the same for every web "
             "process) before issuing or accepting invites"
@@ -58,11 +59,11 @@ def serializer(settings) -> URLSafeTimedSerializer:
     return URLSafeTimedSerializer(key, salt=SALT)
 
 
-def public_base(config) -> str:
+def public_base(settings: config.Settings) -> str:
     """Where riders reach the web app: PUBLIC_URL, else the origin of STRAVA_CALLBACK_URL."""
-    if config.get("PUBLIC_URL"):
-        return config["PUBLIC_URL"].rstrip("/")
-    callback = config.get("STRAVA_CALLBACK_URL")
+    if settings.public_url:
+        return settings.public_url
+    callback = settings.strava_callback_url
     if not callback:
         raise InviteError("set PUBLIC_URL (or STRAVA_CALLBACK_URL) so the invite link has a host")
     parts = urlsplit(callback)
@@ -71,7 +72,7 @@ def public_base(config) -> str:
 
 def issue(svc: Services, rider_id: int, hours: float = DEFAULT_HOURS) -> str:
     """Store a new invite for an existing rider and return its signed token."""
-    signer = serializer(svc.config)
+    signer = serializer(svc.settings)
     nonce = secrets.token_urlsafe(16)
     created = now(svc)
     with svc.engine.begin() as conn:
@@ -99,7 +100,7 @@ def verify(svc: Services, token: str) -> Invite:
     The row, not the signature's timestamp, holds the expiry: each invite has its own lifetime.
     """
     try:
-        data = serializer(svc.config).loads(token)
+        data = serializer(svc.settings).loads(token)
     except BadSignature:
         raise InviteError("this invite link is not valid; ask the club for a new one") from None
     if not isinstance(data, dict) or not isinstance(data.get("nonce"), str):

@@ -205,7 +205,7 @@ class Stack:
             STRAVA_VERIFY_TOKEN=self.verify_token,
             CRON_SECRET=self.cron_secret,
             TOKEN_ENCRYPTION_KEY=self.key,
-            SECRET_KEY="e2e-secret-key",  # shared by both gunicorn workers, as in production
+            SECRET_KEY="e2e-secret-key-Hq7Vb2Nc9Xw4Lz6Rt",  # one for every process, as deployed
             CREATE_FETCH_DELAY_SECONDS="0",  # the tests wait for fetches in real time
             PYTHONUNBUFFERED="1",  # logs reach the files as they happen
         )

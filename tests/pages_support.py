@@ -40,7 +40,7 @@ def add_ride(svc, rider_id: int, athlete_id: int, activity_id: int, km: float, d
     }  # fmt: skip
     with svc.engine.begin() as conn:
         models.upsert_activity(conn, rider_id, values)
-        eddington.store_numbers(conn, rider_id, svc.config["EDDINGTON_SPORT_TYPES"])
+        eddington.store_numbers(conn, rider_id, svc.settings.eddington_sport_types)
 
 
 def connection(svc, rider_id: int):

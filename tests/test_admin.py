@@ -6,7 +6,7 @@ import re
 
 import pytest
 import sqlalchemy as sa
-from conftest import connect_rider, make_app
+from conftest import configure, connect_rider, make_app
 from pages_support import post, sign_in
 
 import models
@@ -30,7 +30,7 @@ def board(database_url, sim, clock):
     """(app, client) with a signed-in admin."""
     app = make_app(database_url, sim, CLOCK=lambda: clock[0])
     rider, athlete = connect_rider(app, sim, name=("Oper", "Ator"))
-    app.config["ADMIN_ATHLETE_IDS"] = frozenset({athlete})
+    configure(app, admin_athlete_ids=frozenset({athlete}))
     client = app.test_client()
     sign_in(client, rider)
     return app, client
@@ -50,7 +50,7 @@ def test_admin_refuses_visitors_with_a_403_page(client):
 
 def test_admin_refuses_a_rider_not_listed(app, client, sim):
     rider, _ = connect_rider(app, sim)
-    app.config["ADMIN_ATHLETE_IDS"] = frozenset({1})
+    configure(app, admin_athlete_ids=frozenset({1}))
     sign_in(client, rider)
     assert client.get("/admin").status_code == 403
     assert "Operator dashboard" not in text(client.get("/me"))

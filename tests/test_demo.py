@@ -67,7 +67,7 @@ def _hold_truth(svc, sim, rider_id, athlete_id):
     with svc.engine.begin() as conn:
         for activity in sim.activities(athlete_id):
             models.upsert_activity(conn, rider_id, parse_activity(activity))
-        eddington.store_numbers(conn, rider_id, svc.config["EDDINGTON_SPORT_TYPES"])
+        eddington.store_numbers(conn, rider_id, svc.settings.eddington_sport_types)
 
 
 def _world(app, sim, scope=demo.FULL_SCOPE):

@@ -250,7 +250,7 @@ def test_leaderboard_leaves_out_hidden_and_disconnected_riders(app, client, svc,
 def test_leaderboard_rows_from_the_query(app, svc, sim):
     riders_with_rides(app, svc, sim, {"A": [2, 2, 1], "B": []})
     with svc.engine.connect() as conn:
-        rows = models.leaderboard(conn, svc.config["EDDINGTON_SPORT_TYPES"])
+        rows = models.leaderboard(conn, svc.settings.eddington_sport_types)
     assert [(r.name, r.miles, r.km, r.days_miles, r.days_km) for r in rows] == [
         ("A Rider", 1, 2, 2, 2),
         ("B Rider", 0, 0, 0, 0),
@@ -305,7 +305,7 @@ def test_qualifying_days_are_stored_with_the_numbers_and_counted_when_missing(ap
     assert (stored.eddington_days_miles, stored.eddington_days_km) == (2, 2)
     with svc.engine.begin() as conn:  # as a row written before revision 0003 holds them
         models.update_connection(conn, ids["A"], eddington_days_miles=None, eddington_days_km=None)
-        rows = models.leaderboard(conn, svc.config["EDDINGTON_SPORT_TYPES"])
+        rows = models.leaderboard(conn, svc.settings.eddington_sport_types)
     assert [(r.name, r.days_miles, r.days_km) for r in rows] == [
         ("C Rider", 4, 4),
         ("A Rider", 2, 2),

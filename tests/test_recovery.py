@@ -5,7 +5,7 @@ from datetime import timedelta
 import pytest
 import redis
 import sqlalchemy as sa
-from conftest import connect_rider, event, run_jobs, stop_redis_client
+from conftest import configure, connect_rider, event, run_jobs, stop_redis_client
 from rq.job import Job
 from rq.registry import ScheduledJobRegistry
 
@@ -105,7 +105,7 @@ def test_riders_past_the_reconnect_grace_are_purged(app, client, svc, sim):
             models.mark_needs_reconnect(conn, rider)
     now = models.now()
     assert run_pass(svc, now + timedelta(days=29))["purged"] == 0
-    svc.config["RECONNECT_GRACE_DAYS"] = 30
+    configure(svc, reconnect_grace_days=30)
     with svc.engine.begin() as conn:
         models.update_connection(conn, waiting, needs_reconnect_since=now + timedelta(days=5))
     assert run_pass(svc, now + timedelta(days=31))["purged"] == 1

@@ -109,7 +109,7 @@ def long_functions(path: Path) -> dict[str, int]:
     }
 
 
-@pytest.mark.xfail(strict=True, reason="config.from_environ and the simulator's make_blueprint")
+@pytest.mark.xfail(strict=True, reason="the simulator's make_blueprint")
 def test_no_function_is_oversized():
     found = {}
     for path in [*production_files(), *(ROOT / "strava_sim").rglob("*.py")]:

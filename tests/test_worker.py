@@ -4,7 +4,7 @@ from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
-from conftest import REAL_REDIS, connect_rider, event, stop_redis_client
+from conftest import REAL_REDIS, configure, connect_rider, event, stop_redis_client
 
 import models
 import services
@@ -25,6 +25,7 @@ def test_maintenance_queues_events_stored_while_redis_was_down(app, client, svc,
     client.post(WEBHOOK, json=event(athlete, 7))
     svc.redis.close()
     svc.redis = working
+    configure(svc, inline_ok=svc.inline)  # offline, Redis is the in-process stand-in: say so
     with svc.engine.begin() as conn:
         old = models.now() - timedelta(minutes=1)
         conn.execute(models.webhook_event.update().values(received_at=old))

@@ -14,6 +14,7 @@ import redis
 from flask import Blueprint, abort, render_template, request
 
 import models
+from config import ConfigError, parse
 from jobs import status
 from sync import invites
 from web import pages
@@ -114,7 +115,7 @@ def dashboard():
 def issue_invite(svc, rider_id: int, hours: int) -> str:
     """A signed invite URL for a rider, on PUBLIC_URL's host (else the host serving this page)."""
     try:
-        base = invites.public_base(svc.config)
+        base = invites.public_base(svc.settings)
     except invites.InviteError:
         base = request.host_url.rstrip("/")
     try:
@@ -127,10 +128,15 @@ def issue_invite(svc, rider_id: int, hours: int) -> str:
 def create_invite():
     """Issue an invite link for an existing rider and show it."""
     svc = current_services()
-    rider_id, hours = request.form.get("rider_id", ""), request.form.get("hours", "72")
-    if not rider_id.isdigit() or not hours.isdigit() or not 0 < int(hours) <= MAX_INVITE_HOURS:
+    try:
+        # The settings' parser: ASCII digits only ('²' passes isdigit() but not int()).
+        rider_id = parse.whole("rider_id", request.form.get("rider_id", ""), 1)
+        hours = parse.whole("hours", request.form.get("hours", "72"), 1)
+    except ConfigError:
+        hours = 0
+    if not 0 < hours <= MAX_INVITE_HOURS:
         abort(400, f"Choose a rider and a validity between 1 and {MAX_INVITE_HOURS} hours.")
     with svc.engine.connect() as conn:
-        if models.get_rider(conn, int(rider_id)) is None:
+        if models.get_rider(conn, rider_id) is None:
             abort(400, f"There is no rider {rider_id}.")
-    return _dashboard(invite_url=issue_invite(svc, int(rider_id), int(hours)))
+    return _dashboard(invite_url=issue_invite(svc, rider_id, hours))

@@ -23,7 +23,7 @@ def authorized(header: str | None, secret: str | None) -> bool:
 def start_reconcile():
     """Plan tonight's sweep and queue its per-rider work."""
     svc = current_services()
-    if not authorized(request.headers.get("Authorization"), svc.config.get("CRON_SECRET")):
+    if not authorized(request.headers.get("Authorization"), svc.settings.cron_secret):
         return jsonify(error="a valid cron bearer token is required"), 401
     body = request.get_json(silent=True) if request.get_data() else {}
     if not isinstance(body, dict):

@@ -13,6 +13,7 @@ from flask import Blueprint, redirect, request, session, url_for
 import models
 from jobs import backfill
 from strava_client import StravaError, Unreachable
+from strava_client.tokens import application_refused, names_application
 from sync import invites
 from web import pages
 from web.extension import current_services
@@ -32,7 +33,7 @@ def _page(title: str, message: str, status: int = 200):
 def connect():
     """Send the rider to Strava to authorize us, remembering a state to check on return."""
     svc = current_services()
-    if not svc.config.get("STRAVA_CLIENT_ID"):
+    if not svc.settings.strava_client_id:
         return _page("Strava is not configured", "STRAVA_CLIENT_ID is not set.", 503)
     refused = _check_invite(svc)
     if refused is not None:
@@ -42,15 +43,27 @@ def connect():
     session["strava_invite"] = request.args.get("invite")
     query = urlencode(
         {
-            "client_id": svc.config["STRAVA_CLIENT_ID"],
-            "redirect_uri": url_for("oauth.callback", _external=True),
+            "client_id": svc.settings.strava_client_id,
+            "redirect_uri": redirect_uri(svc.settings),
             "response_type": "code",
             "approval_prompt": "auto",
             "scope": REQUESTED_SCOPE,
             "state": state,
         }
     )
-    return redirect(f"{svc.config['STRAVA_OAUTH_URL']}/authorize?{query}")
+    return redirect(f"{svc.settings.strava_oauth_url}/authorize?{query}")
+
+
+def redirect_uri(settings) -> str:
+    """Where Strava sends the rider back: PUBLIC_URL's (or the callback's) host, never Host's.
+
+    A forged or proxied Host header must not reach Strava. Only a development process with
+    neither setting uses the request's own address (a deployed one refuses to start without).
+    """
+    path = url_for("oauth.callback")
+    if settings.public_url or settings.strava_callback_url:
+        return invites.public_base(settings) + path
+    return url_for("oauth.callback", _external=True)
 
 
 def _check_invite(svc):
@@ -63,7 +76,7 @@ def _check_invite(svc):
         )
     token = request.args.get("invite")
     if token is None:
-        if svc.config.get("CONNECT_REQUIRES_INVITE"):
+        if svc.settings.connect_requires_invite:
             return _page(
                 "Invite needed",
                 "Connecting is by invitation: ask the club for an invite link.",
@@ -114,6 +127,9 @@ def callback():
         log.warning("code exchange failed: %s", exc)
         return _unreachable()
     except StravaError as exc:
+        if names_application(exc):
+            application_refused(svc, exc)  # logged, and shown on /admin
+            return _page("Connection failed", "The club's Strava setup is incomplete.", 502)
         log.warning("code exchange refused: %s", exc)
         if exc.status is None or exc.status >= 500:
             return _unreachable()

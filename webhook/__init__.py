@@ -140,7 +140,7 @@ def _error(message: str, status: int):
 @bp.get("/api/strava/webhook")
 def validate_subscription():
     """Answer Strava's subscription validation with the challenge, if the verify token matches."""
-    expected = current_services().config.get("STRAVA_VERIFY_TOKEN")
+    expected = current_services().settings.strava_verify_token
     given = request.args.get("hub.verify_token", "")
     challenge = request.args.get("hub.challenge")
     if (
