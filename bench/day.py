@@ -205,7 +205,7 @@ def seed_riders(world: World, cast: list[DemoRider]) -> int:
             ended = datetime.fromtimestamp(start - rng.uniform(0.5, 6.5) * DAY, UTC)
             record_activity(sim, rng, rider, ended, private=rng.random() < 0.08, event=False)
     # The app stamps sweeps with the wall clock (models.now), not the driven one: so do we.
-    last_sweep = models.now() - timedelta(days=1)
+    last_sweep = svc.now() - timedelta(days=1)
     riders, connections, activities = [], [], []
     for rider_id, rider in enumerate(cast, start=1):
         rider.rider_id = rider_id
@@ -320,7 +320,7 @@ def simulate(world: World, changes: list[Change], tally: Tally, max_seconds: flo
         if at >= start + HORIZON:
             return
         clock.advance(at - clock.now())
-        since = models.now()
+        since = svc.now()
         while change is not None and change.at <= at:
             apply(world, change, tally)
             change = next(upcoming, None)

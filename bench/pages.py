@@ -36,9 +36,11 @@ def load_club(svc, riders: int, rides: int, seed: int) -> tuple[int, int]:
     activity_id = 10_000_000
     with svc.engine.begin() as conn:
         for n in range(riders):
-            rider_id = models.create_rider(conn, f"Rider {n:03d}")
+            rider_id = models.create_rider(conn, f"Rider {n:03d}", now=svc.now())
             tokens = {"access_token": "a", "refresh_token": "r", "expires_at": 2_000_000_000}
-            models.save_connection(conn, rider_id, 500_000 + n, tokens, "read,activity:read_all")
+            models.save_connection(
+                conn, rider_id, 500_000 + n, tokens, "read,activity:read_all", now=svc.now()
+            )
             rows = []
             for _ in range(rides):
                 activity_id += 1

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 
 import click
 from flask.cli import with_appcontext
@@ -42,7 +41,7 @@ def _when(moment) -> str:
 
 def rider_list(svc) -> list[dict]:
     """Every rider: id, name, athlete, state, last sync and Eddington numbers."""
-    now = datetime.now(UTC)
+    now = svc.now()
     with svc.engine.connect() as conn:
         rows = overview.rider_rows(conn)
     return [

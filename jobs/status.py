@@ -8,7 +8,7 @@ warnings first.
 from __future__ import annotations
 
 from collections import Counter
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import redis
 from rq import Worker
@@ -99,7 +99,7 @@ def _sweep_capacity(svc: Services, budget: dict, events_24h: dict) -> dict:
 
 def collect_status(svc: Services) -> dict:
     """Everything an operator checks at a glance, as JSON-ready data."""
-    now = datetime.now(UTC)
+    now = svc.now()
     with svc.engine.connect() as conn:
         nightly = overview.last_run(conn, "reconcile", overview.NIGHTLY_TRIGGERS)
         manual = overview.last_run(conn, "reconcile", ("command",))

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from .schema import UTCDateTime, now, strava_connection, webhook_event
+from .schema import UTCDateTime, strava_connection, webhook_event
 
 UPDATES_CAP = 2048  # characters of an event's `updates` JSON we keep
 ERROR_CAP = 500  # characters of an event's `error` we keep
@@ -36,7 +36,14 @@ def event_identity(fields: dict) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def store_event(conn: Connection, fields: dict, unhandled: str | None, job_id: str | None = None):
+def store_event(
+    conn: Connection,
+    fields: dict,
+    unhandled: str | None,
+    job_id: str | None = None,
+    *,
+    now: datetime,
+):
     """Store an event in one statement, choosing its status in SQL; returns (id, status, error).
 
     The status is `queued` when the event is handled (`unhandled` is None) and its athlete is
@@ -50,7 +57,7 @@ def store_event(conn: Connection, fields: dict, unhandled: str | None, job_id: s
         aspect_type=cap(fields["aspect_type"], TEXT_CAP),
         updates=cap(json.dumps(fields["updates"], sort_keys=True), UPDATES_CAP),
         identity=event_identity(fields),
-        received_at=now(),
+        received_at=now,
         not_ours=f"athlete {fields['owner_id']} is not connected to us",
         unhandled=cap(unhandled, ERROR_CAP),
         job_id=job_id,
@@ -105,14 +112,16 @@ def mark_pending(conn: Connection, event_id: int) -> None:
     )
 
 
-def set_event_status(conn: Connection, event_ids: Iterable[int], status: str, error=None) -> None:
-    """Move events to a status; a final status stamps processed_at."""
+def set_event_status(
+    conn: Connection, event_ids: Iterable[int], status: str, error=None, *, now: datetime
+) -> None:
+    """Move events to a status; a final status stamps processed_at with `now`."""
     ids = list(event_ids)
     if not ids:
         return
     values: dict = {"status": status, "error": cap(error, ERROR_CAP)}
     if status in ("done", "ignored", "failed"):
-        values["processed_at"] = now()
+        values["processed_at"] = now
     conn.execute(webhook_event.update().where(webhook_event.c.id.in_(ids)).values(**values))
 
 
@@ -141,7 +150,7 @@ def count_attempt(conn: Connection, event_ids: Iterable[int]) -> None:
         )
 
 
-def fail_stale_events(conn: Connection, older_than: datetime) -> int:
+def fail_stale_events(conn: Connection, older_than: datetime, *, now: datetime) -> int:
     """Close events still queued long after they arrived (a job killed on its last try)."""
     table = webhook_event
     result = conn.execute(
@@ -150,7 +159,7 @@ def fail_stale_events(conn: Connection, older_than: datetime) -> int:
         .values(
             status="failed",
             error="no job finished this event; the nightly sweep covers its activity",
-            processed_at=now(),
+            processed_at=now,
         )
     )
     return result.rowcount

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,10 @@ class Services:
     clock: Callable[[], float] = time.time  # epoch seconds; the only time source in production
     runner: Any = field(default=None, repr=False)  # inline mode's worker thread, once started
     _subscription: tuple[float, int | None] = (0.0, None)
+
+    def now(self) -> datetime:
+        """The clock's time as a UTC datetime (what every stored timestamp is stamped with)."""
+        return datetime.fromtimestamp(self.clock(), UTC)
 
     def queue(self, name: str) -> Queue:
         """One of the RQ queues ("strava", "reconcile")."""

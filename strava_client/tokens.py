@@ -8,7 +8,6 @@ is always stored before anyone else may refresh.
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from sqlalchemy.exc import SQLAlchemyError
@@ -145,7 +144,7 @@ def application_refused(svc, exc: StravaError) -> CredentialsRefused:
         exc,
     )
     with svc.engine.begin() as conn:
-        at = datetime.fromtimestamp(svc.clock(), UTC).isoformat()
+        at = svc.now().isoformat()
         models.set_setting(conn, CREDENTIALS_REFUSED, at)
     return CredentialsRefused(
         f"Strava refused this application ({exc}); check STRAVA_CLIENT_ID and STRAVA_CLIENT_SECRET",
@@ -159,7 +158,7 @@ def _refresh_refused(svc, rider_id: int, exc: StravaError):
     if names_application(exc):
         raise application_refused(svc, exc) from None
     with svc.engine.begin() as conn:
-        models.mark_needs_reconnect(conn, rider_id)
+        models.mark_needs_reconnect(conn, rider_id, now=svc.now())
     log.warning("rider %s: Strava refused the refresh token; the rider must reconnect", rider_id)
     raise ReconnectNeeded(
         f"rider {rider_id}: Strava refused the refresh token; the rider must reconnect",

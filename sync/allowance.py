@@ -20,7 +20,7 @@ PREFIX = "strava-sync:allowance"
 
 
 def _day(svc: Services) -> str:
-    return datetime.fromtimestamp(svc.clock(), UTC).strftime("%Y-%m-%d")
+    return svc.now().strftime("%Y-%m-%d")
 
 
 def _key(kind: str, athlete_id: int) -> str:

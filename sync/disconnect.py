@@ -35,7 +35,7 @@ def disconnect(svc, rider_id: int) -> int:
     if row.refresh_token is not None:
         revoke_at_strava(svc, rider_id)
     with svc.engine.begin() as conn:
-        deleted = models.deauthorize(conn, rider_id)
+        deleted = models.deauthorize(conn, rider_id, now=svc.now())
         models.update_connection(conn, rider_id, needs_reconnect_since=None)
     log.info("rider %s disconnected: %d activities purged", rider_id, deleted)
     return deleted

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
 import sqlalchemy as sa
@@ -43,11 +43,6 @@ class Invite:
     rider_id: int
 
 
-def now(svc: Services) -> datetime:
-    """The services' clock as a UTC datetime."""
-    return datetime.fromtimestamp(svc.clock(), UTC)
-
-
 def serializer(settings: config.Settings) -> URLSafeTimedSerializer:
     """The invite signer, keyed by SECRET_KEY; NoSecretKey when that was invented, not chosen."""
     key = settings.secret_key
@@ -74,7 +69,7 @@ def issue(svc: Services, rider_id: int, hours: float = DEFAULT_HOURS) -> str:
     """Store a new invite for an existing rider and return its signed token."""
     signer = serializer(svc.settings)
     nonce = secrets.token_urlsafe(16)
-    created = now(svc)
+    created = svc.now()
     with svc.engine.begin() as conn:
         if models.get_rider(conn, rider_id) is None:
             raise InviteError(f"there is no rider {rider_id}")
@@ -113,7 +108,7 @@ def verify(svc: Services, token: str) -> Invite:
         raise InviteError("this invite is for a rider we do not know; ask the club for a new one")
     if row.used_at is not None:
         raise InviteError("this invite has already been used; ask the club for a new one")
-    if row.expires_at <= now(svc):
+    if row.expires_at <= svc.now():
         raise InviteError("this invite has expired; ask the club for a new one")
     return Invite(row.id, row.rider_id)
 

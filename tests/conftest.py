@@ -219,8 +219,8 @@ def connect_rider(app, sim: StravaSim, name=("Ada", "Lovelace"), scope="read,act
     stored = {k: svc.cipher.encrypt(tokens[k]) for k in ("access_token", "refresh_token")}
     stored["expires_at"] = tokens["expires_at"]
     with svc.engine.begin() as conn:
-        rider_id = models.create_rider(conn, " ".join(name))
-        models.save_connection(conn, rider_id, athlete_id, stored, scope)
+        rider_id = models.create_rider(conn, " ".join(name), now=svc.now())
+        models.save_connection(conn, rider_id, athlete_id, stored, scope, now=svc.now())
         models.update_connection(conn, rider_id, backfill_before=0)
     return rider_id, athlete_id
 

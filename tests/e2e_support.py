@@ -22,6 +22,7 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import redis
@@ -325,8 +326,8 @@ class Stack:
         stored = {k: self.cipher.encrypt(tokens[k]) for k in ("access_token", "refresh_token")}
         stored["expires_at"] = tokens["expires_at"]
         with self.engine.begin() as conn:
-            rider_id = models.create_rider(conn, f"{firstname} {lastname}")
-            models.save_connection(conn, rider_id, athlete_id, stored, scope)
+            rider_id = models.create_rider(conn, f"{firstname} {lastname}", now=datetime.now(UTC))
+            models.save_connection(conn, rider_id, athlete_id, stored, scope, now=datetime.now(UTC))
             models.update_connection(conn, rider_id, backfill_before=0)  # no history to read
         return rider_id, athlete_id
 
@@ -335,7 +336,9 @@ class Stack:
         with self.engine.begin() as conn:
             for detail in self.sim.activities(self.athlete_of(rider_id)):
                 if detail["id"] in activity_ids:
-                    models.upsert_activity(conn, rider_id, parse_activity(detail))
+                    models.upsert_activity(
+                        conn, rider_id, parse_activity(detail), now=datetime.now(UTC)
+                    )
 
     def athlete_of(self, rider_id: int) -> int:
         with self.engine.connect() as conn:

@@ -105,7 +105,7 @@ def test_invite_form_issues_a_link_for_a_rider(board, sim):
     app, client = board
     svc = app.extensions["strava_sync"]
     with svc.engine.begin() as conn:
-        member = models.create_rider(conn, "Club Member")
+        member = models.create_rider(conn, "Club Member", now=svc.now())
     form = text(client.get("/admin"))
     assert '<label for="rider_id">Rider</label>' in form and '<label for="hours">' in form
     response = post(client, "/admin/invites", {"rider_id": str(member), "hours": "48"})
@@ -130,7 +130,7 @@ def test_invite_form_refuses_bad_input(board, form, code):
     app, client = board
     svc = app.extensions["strava_sync"]
     with svc.engine.begin() as conn:
-        member = models.create_rider(conn, "Club Member")
+        member = models.create_rider(conn, "Club Member", now=svc.now())
     form = {k: v.replace("RIDER", str(member)) for k, v in form.items()}
     response = post(client, "/admin/invites", form)
     assert response.status_code == code and "<!doctype html>" in text(response)
@@ -141,7 +141,7 @@ def test_invite_needs_the_csrf_token_and_an_admin(board, database_url, sim):
     app, client = board
     svc = app.extensions["strava_sync"]
     with svc.engine.begin() as conn:
-        member = models.create_rider(conn, "Club Member")
+        member = models.create_rider(conn, "Club Member", now=svc.now())
     assert post(client, "/admin/invites", {"rider_id": str(member)}, csrf="x").status_code == 403
     outsider = app.test_client()
     sign_in(outsider, member)

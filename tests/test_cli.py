@@ -192,7 +192,7 @@ def test_status_after_some_work_in_text_and_json(frozen_app, frozen_live, sim):
     run_jobs(app)
     svc = app.extensions["strava_sync"]
     with svc.engine.begin() as conn:
-        models.deauthorize(conn, connect_rider(app, sim, name=("Gone", "Rider"))[0])
+        models.deauthorize(conn, connect_rider(app, sim, name=("Gone", "Rider"))[0], now=svc.now())
     runner.invoke(args=["strava", "reconcile", "--no-wait"])
     run_jobs(app)
 

@@ -119,7 +119,7 @@ def test_init_db_gives_old_rows_the_new_columns_defaults(database_url, engine):
             )
         )
         # Ids keep counting after the upgrade (PostgreSQL sequences, SQLite rowids).
-        assert models.create_rider(conn, "Grace Hopper") == 3
+        assert models.create_rider(conn, "Grace Hopper", now=T0) == 3
 
 
 @pytest.mark.parametrize("start", ["empty", "first landing"])

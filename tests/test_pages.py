@@ -93,7 +93,7 @@ def test_next_target_counts_the_days_still_needed():
 def test_me_offers_reconnect_when_the_connection_needs_it(app, client, svc, sim):
     rider, _ = connect_rider(app, sim)
     with svc.engine.begin() as conn:
-        models.update_connection(conn, rider, needs_reconnect_since=models.now())
+        models.update_connection(conn, rider, needs_reconnect_since=svc.now())
     sign_in(client, rider)
     body = text(client.get("/me"))
     assert "Needs reconnecting" in body
@@ -103,7 +103,7 @@ def test_me_offers_reconnect_when_the_connection_needs_it(app, client, svc, sim)
 def test_me_after_a_revocation_says_disconnected_and_offers_reconnect(app, client, svc, sim):
     rider, _ = connect_rider(app, sim)
     with svc.engine.begin() as conn:
-        models.deauthorize(conn, rider)
+        models.deauthorize(conn, rider, now=svc.now())
     sign_in(client, rider)
     body = text(client.get("/me"))
     assert "Disconnected" in body and "Reconnect with Strava" in body
@@ -241,7 +241,7 @@ def test_leaderboard_leaves_out_hidden_and_disconnected_riders(app, client, svc,
     ids = riders_with_rides(app, svc, sim, {"Shy": [20], "Gone": [30], "Open": [10]})
     with svc.engine.begin() as conn:
         models.set_leaderboard_hidden(conn, ids["Shy"], True)
-        models.deauthorize(conn, ids["Gone"])
+        models.deauthorize(conn, ids["Gone"], now=svc.now())
     body = text(client.get("/leaderboard"))
     assert "Open Rider" in body
     assert "Shy Rider" not in body and "Gone Rider" not in body
@@ -315,7 +315,7 @@ def test_qualifying_days_are_stored_with_the_numbers_and_counted_when_missing(ap
 def test_a_revocation_clears_the_qualifying_days(app, svc, sim):
     ids = riders_with_rides(app, svc, sim, {"A": [20, 20]})
     with svc.engine.begin() as conn:
-        models.deauthorize(conn, ids["A"])
+        models.deauthorize(conn, ids["A"], now=svc.now())
     row = connection(svc, ids["A"])
     assert (row.eddington_days_miles, row.eddington_days_km) == (None, None)
 

@@ -326,7 +326,7 @@ def test_sweep_closes_events_no_job_finished(app, client, svc, sim):
     client.post("/api/strava/webhook", json=event(athlete, 2))
     with svc.engine.begin() as conn:
         table = models.webhook_event
-        yesterday = models.now() - timedelta(days=3, minutes=1)
+        yesterday = svc.now() - timedelta(days=3, minutes=1)
         conn.execute(table.update().where(table.c.object_id == 1).values(received_at=yesterday))
     sweep(app)
     with svc.engine.connect() as conn:

@@ -15,7 +15,7 @@ from sync import invites
 
 def new_rider(svc, name="Club member"):
     with svc.engine.begin() as conn:
-        return models.create_rider(conn, name)
+        return models.create_rider(conn, name, now=svc.now())
 
 
 def invite_url(runner, rider, *extra):

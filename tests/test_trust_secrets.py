@@ -55,7 +55,7 @@ def full_run(app, svc, sim, rec):
     assert rec.cli("strava", "subscription", "create").exit_code == 0
     rec.cli("strava", "subscription", "show")
     with svc.engine.begin() as conn:
-        rider = models.create_rider(conn, "Scanned Rider")
+        rider = models.create_rider(conn, "Scanned Rider", now=svc.now())
     athlete = sim.add_athlete("Scanned", "Rider")
     old = sim.create_activity(athlete, event=False)
     connect_through_invite(rec, sim, svc, rider, athlete)

@@ -27,7 +27,7 @@ def test_maintenance_queues_events_stored_while_redis_was_down(app, client, svc,
     svc.redis = working
     configure(svc, inline_ok=svc.inline)  # offline, Redis is the in-process stand-in: say so
     with svc.engine.begin() as conn:
-        old = models.now() - timedelta(minutes=1)
+        old = svc.now() - timedelta(minutes=1)
         conn.execute(models.webhook_event.update().values(received_at=old))
     with services.bind(svc):
         rq_worker = worker.Worker([svc.queue("strava")], connection=svc.redis)

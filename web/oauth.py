@@ -179,11 +179,11 @@ def _store_connection(svc, grant: dict, scope: str, invite):
                 f"{name} is already connected to another rider.",
                 409,
             )
-        if invite and not invites.consume(conn, invite, invites.now(svc)):
+        if invite and not invites.consume(conn, invite, svc.now()):
             return _page("Invite not valid", "This invite has already been used.", 400)
         rider_id = link_rider or (existing.rider_id if existing else None)
-        rider_id = rider_id or models.create_rider(conn, name)
-        models.save_connection(conn, rider_id, athlete_id, stored, scope)
+        rider_id = rider_id or models.create_rider(conn, name, now=svc.now())
+        models.save_connection(conn, rider_id, athlete_id, stored, scope, now=svc.now())
     try:
         backfill.queue_backfill(svc, rider_id)
     except redis.RedisError as exc:
