@@ -6,6 +6,8 @@ import logging
 import os
 import re
 import sys
+import time
+from collections.abc import Callable
 from datetime import timedelta
 
 import click
@@ -20,7 +22,7 @@ import config
 import services
 import webhook
 from models import revision
-from services import diagnose
+from services import deployed, diagnose
 from services.diagnose import StartupError
 from web import admin, cron, extension, oauth, pages
 from web.extension import current_services
@@ -32,9 +34,9 @@ SECRET_PARAM = re.compile(
     r"((?:^|[?&;\s])(?:hub\.verify_token|code|state|invite|client_secret|access_token"
     r"|refresh_token)=)[^&\s\"]*"
 )
+BEARER = re.compile(r"(Bearer\s+)[^\s\"]+", re.IGNORECASE)
 # Flask checks a session cookie's signature against this age, permanent or not (default 31 days).
 SESSION_LIFETIME = timedelta(days=14)
-BEARER = re.compile(r"(Bearer\s+)[^\s\"]+", re.IGNORECASE)
 
 
 def redact(value):
@@ -80,8 +82,14 @@ class LazyCommands(AppGroup):
         return super().list_commands(ctx)
 
 
-def create_app(test_config: dict | None = None) -> Flask:
-    """Build the app from the environment, with `test_config` applied on top."""
+def create_app(
+    test_config: dict | config.Settings | None = None, clock: Callable[[], float] = time.time
+) -> Flask:
+    """Build the app from the environment (and `.env`), with `test_config` applied on top.
+
+    `test_config` may be whole `Settings`, or a mapping of settings (by variable or field name)
+    and Flask's own keys; `clock` is the one time source every part reads.
+    """
     app = Flask(
         __name__,
         instance_relative_config=True,
@@ -89,24 +97,41 @@ def create_app(test_config: dict | None = None) -> Flask:
         static_folder="web/static",
     )
     app.cli = LazyCommands(app.name)
+    settings = _settings(app, test_config)
+    app.config.update(SECRET_KEY=settings.secret_key, PERMANENT_SESSION_LIFETIME=SESSION_LIFETIME)
+    _secure_cookies(app, settings)
+    if isinstance(test_config, dict):
+        app.config.update({k: v for k, v in test_config.items() if not config.is_setting(k)})
+    if settings.database_url.startswith("sqlite:///" + app.instance_path):
+        os.makedirs(app.instance_path, exist_ok=True)  # the default database lives there
+    extension.init_app(app, services.build(settings, clock))
+    if (settings.redis_url or not settings.database_url.startswith("sqlite")) and not (
+        settings.token_encryption_key
+    ):
+        log.warning("TOKEN_ENCRYPTION_KEY is not set: Strava tokens are stored unencrypted")
+    _register(app)
+    return app
+
+
+def _settings(app: Flask, test_config: dict | config.Settings | None) -> config.Settings:
+    """The settings: given whole, or read (with `.env` when not under test) and overridden."""
+    if isinstance(test_config, config.Settings):
+        return test_config
     try:
-        app.config.from_mapping(config.from_environ(instance_path=app.instance_path))
+        if test_config is None:
+            return config.load(app.instance_path)
+        changes = {k: v for k, v in test_config.items() if config.is_setting(k)}
+        return config.override(config.from_environ(instance_path=app.instance_path), **changes)
     except config.ConfigError as exc:
         if click.get_current_context(silent=True) is not None:
             # Under `flask --app app ...`, even while it lists commands for --help: one line.
             click.echo(f"Error: {exc}", err=True)
             sys.exit(1)
         raise StartupError(str(exc)) from None
-    app.config["PERMANENT_SESSION_LIFETIME"] = SESSION_LIFETIME
-    if test_config:
-        app.config.update(test_config)
-    _secure_cookies(app)
-    if app.config["DATABASE_URL"].startswith("sqlite:///" + app.instance_path):
-        os.makedirs(app.instance_path, exist_ok=True)  # the default database lives there
-    extension.init_app(app, services.build(app.config))
-    deployed = app.config["REDIS_URL"] or not app.config["DATABASE_URL"].startswith("sqlite")
-    if deployed and not app.config["TOKEN_ENCRYPTION_KEY"]:
-        log.warning("TOKEN_ENCRYPTION_KEY is not set: Strava tokens are stored unencrypted")
+
+
+def _register(app: Flask) -> None:
+    """Blueprints, error handlers, the health check, the schema check, the CLI, log redaction."""
     for blueprint in (webhook.bp, cron.bp, oauth.bp):
         app.register_blueprint(blueprint)
     app.register_blueprint(pages.bp)
@@ -115,20 +140,17 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_error_handler(SQLAlchemyError, _service_error)
     app.register_error_handler(redis.RedisError, _service_error)
     app.add_url_rule("/healthz", view_func=healthz)
-    if app.config.get("CHECK_SCHEMA", True):
-        app.before_request(require_schema_at_head)
+    app.before_request(require_schema_at_head)
     # urllib3 logs each request line at DEBUG, subscription calls' client_secret included.
     for name in ("werkzeug", "gunicorn.access", "urllib3.connectionpool"):
         logger = logging.getLogger(name)
         if not any(isinstance(f, RedactSecrets) for f in logger.filters):
             logger.addFilter(RedactSecrets())
-    return app
 
 
-def _secure_cookies(app: Flask) -> None:
+def _secure_cookies(app: Flask, settings: config.Settings) -> None:
     """Session cookies go only over https when the site is served on https, never to scripts."""
-    public_url = str(app.config.get("PUBLIC_URL") or "")
-    if public_url.startswith("https://"):
+    if (settings.public_url or "").startswith("https://"):
         app.config["SESSION_COOKIE_SECURE"] = True
     app.config["SESSION_COOKIE_HTTPONLY"] = True
     # Lax still sends the cookie on Strava's redirect back to the callback (a top-level GET).
@@ -143,7 +165,7 @@ def _json_error(exc: HTTPException):
 
 def _service_error(exc: Exception):
     """The database or Redis failed under a request: 503 naming the part, the sentence logged."""
-    log.error("%s", diagnose.explain(exc, current_app.config))
+    log.error("%s", diagnose.explain(exc, current_services().settings))
     log.debug("the failure in full", exc_info=exc)
     return jsonify(error=public_failure(exc)), 503
 
@@ -154,43 +176,31 @@ def public_failure(exc: Exception) -> str:
     return f"{part} is unavailable ({diagnose.public_reason(exc)}); the operator's log has more"
 
 
-def _down(exc: Exception, settings) -> str:
-    """A health entry for a failed part: public, while the log gets the full sentence."""
-    log.error("%s", diagnose.explain(exc, settings))
-    return f"down: {diagnose.public_reason(exc)}"
-
-
-def deployment_notes(settings: dict, inline: bool) -> list[str]:
-    """What a deployed process lacks: each a sentence naming the variable (empty when fine)."""
-    notes = []
+def deployment_notes(settings: config.Settings, inline: bool) -> list[str]:
+    """What a deployed process runs without, by choice: each a sentence naming the variable."""
+    notes = list(settings.notes)
     if inline:
-        notes.append(
-            "REDIS_URL is not set: jobs run inside the web process (inline mode); set REDIS_URL "
-            "and start workers, or set INLINE_OK=1 to accept it"
-        )
-    if not settings.get("CRON_SECRET"):
+        notes.append("INLINE_OK=1: jobs run inside the web process (inline mode), not in workers")
+    if not settings.cron_secret:
         notes.append("CRON_SECRET is not set: the nightly sweep endpoint refuses everyone")
-    if not settings.get("STRAVA_CLIENT_ID"):
-        notes.append("STRAVA_CLIENT_ID is not set: riders cannot connect with Strava")
-    if not config.secret_key_set(settings):
-        notes.append(
-            "SECRET_KEY is not set: each web process makes its own, so connecting with Strava "
-            "fails whenever two processes share the work; set one random value"
-        )
     return notes
 
 
 def deployed_app() -> Flask:
     """The app as a deployed web process builds it: `.env` read, start-up problems logged.
 
-    Raises StartupError (one sentence) when the configuration cannot be used.
+    Raises StartupError (one sentence) when the configuration cannot be used or would fall back
+    to a development default (services/deployed.py).
     """
-    config.read_dotenv()
-    app = create_app({"DEPLOYED": True})
+    settings = services.load_settings(deployed=True)
+    deployed.refuse_unfit(settings, web=True)
+    app = create_app(settings)
     svc = current_services_of(app)
-    for note in deployment_notes(app.config, svc.inline):
+    log.info("settings from %s", settings.dotenv_path or "the environment (no .env file)")
+    log.info("database: %s; queues: %s", settings.describe_database(), settings.describe_redis())
+    for note in deployment_notes(settings, svc.inline):
         log.warning("%s", note)
-    problem = diagnose.check_database(svc.engine, app.config)
+    problem = diagnose.check_database(svc.engine, settings)
     if problem:
         log.error("%s", problem)
     return app
@@ -232,30 +242,42 @@ def require_schema_at_head():
     return None
 
 
-def healthz():
-    """Whether the database and Redis answer; a deployed process also names what it lacks.
-
-    Public: it names the part that is down and how, never a host, port, user or setting's value.
-    """
-    svc = current_services()
-    cfg = current_app.config
-    status = {"status": "ok", "db": "ok", "redis": "inline" if svc.inline else "ok"}
+def _probe(svc: services.Services) -> dict:
+    """Each part's state: "ok" (or "inline"), else the exception saying what is wrong."""
+    found: dict = {"db": "ok", "redis": "inline" if svc.inline else "ok"}
     try:
         with svc.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
     except SQLAlchemyError as exc:
-        status["db"] = _down(exc, cfg)
+        found["db"] = exc
     if not svc.inline:
         try:
             svc.redis.ping()
         except redis.RedisError as exc:
-            status["redis"] = _down(exc, cfg)
-    refused_inline = False
-    if cfg.get("DEPLOYED"):
+            found["redis"] = exc
+    return found
+
+
+def healthz():
+    """Whether the database and Redis answer; an admin also reads where they are and why not.
+
+    The public answer names the part that is down and how, never a host, a user or a value.
+    """
+    svc = current_services()
+    settings = svc.settings
+    parts = _probe(svc)
+    down = [name for name, state in parts.items() if isinstance(state, Exception)]
+    for name in down:
+        log.error("%s", diagnose.explain(parts[name], settings))
+    status = {"status": "degraded" if down else "ok"}
+    status.update({name: parts[name] for name in parts if name not in down})
+    status.update({name: f"down: {diagnose.public_reason(parts[name])}" for name in down})
+    if pages.is_admin(pages.signed_in_connection()[1]):
+        status.update({name: f"down: {diagnose.explain(parts[name], settings)}" for name in down})
+        status["database"] = settings.describe_database()
+        status["queues"] = settings.describe_redis()
+        status["settings_from"] = settings.dotenv_path or "the environment (no .env file)"
+        status["notes"] = deployment_notes(settings, svc.inline)
+    if settings.deployed:
         status["mode"] = "inline" if svc.inline else "workers"
-        status["notes"] = deployment_notes(cfg, svc.inline)
-        refused_inline = svc.inline and not cfg.get("INLINE_OK")
-    if "down" in status["db"] or "down" in status["redis"] or refused_inline:
-        status["status"] = "degraded"
-        return jsonify(status), 503
-    return jsonify(status)
+    return jsonify(status), 503 if down else 200

@@ -24,7 +24,8 @@ import jobs  # the job modules, imported once in the parent (jobs imports reconc
 import models
 import services
 from jobs import history, recovery
-from services import Services
+from services import Services, deployed
+from services.diagnose import StartupError
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,12 @@ class Worker(rq.Worker):
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("maintenance_interval", RECOVERY_EVERY)
         super().__init__(*args, **kwargs)
-        self.services = services.current()  # built from the environment, once, before any fork
+        try:
+            self.services = services.current()  # built from the environment, once, before any fork
+            # A worker is always deployed: no invented SECRET_KEY, SQLite file or in-process Redis.
+            deployed.refuse_unfit(self.services.settings, web=False)
+        except StartupError as exc:
+            raise SystemExit(f"Error: {exc.message}") from None  # the sentence, no traceback
         warm_up(self.services)
         # What exists now is shared with every horse: kept out of the garbage collector's reach,
         # the horse's collections do not write to those pages, so the fork copies few of them.

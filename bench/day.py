@@ -6,7 +6,7 @@ against the simulator's truth), freshness from a change on Strava to our stored 
 sweep reached and deferred, and the largest team the limits keep current, side by side with the
 original design (every rider polled every 6 hours, 2-3 requests a poll) on the same simulated day.
 
-How: `strava_sim` plays Strava on loopback with a driven clock that our app shares (`CLOCK`). Each
+How: `strava_sim` plays Strava on loopback with a driven clock that our app shares (`clock`). Each
 rider uploads 0-2 activities during their local day; some are edited, a few turn private or public
 or are deleted. Strava drops about 2 % of events and repeats some, out of order. The clock jumps
 from one happening to the next (a change, a job's scheduled time, the 03:17 UTC sweep); at each stop
@@ -205,7 +205,7 @@ def seed_riders(world: World, cast: list[DemoRider]) -> int:
             ended = datetime.fromtimestamp(start - rng.uniform(0.5, 6.5) * DAY, UTC)
             record_activity(sim, rng, rider, ended, private=rng.random() < 0.08, event=False)
     # The app stamps sweeps with the wall clock (models.now), not the driven one: so do we.
-    last_sweep = models.now() - timedelta(days=1)
+    last_sweep = svc.now() - timedelta(days=1)
     riders, connections, activities = [], [], []
     for rider_id, rider in enumerate(cast, start=1):
         rider.rider_id = rider_id
@@ -238,7 +238,7 @@ def subscribe(world: World, url: str) -> None:
     """Create the push subscription (Strava validates our callback) and remember its id."""
     svc = world.svc
     created = svc.client.create_subscription(
-        url + "/api/strava/webhook", svc.config["STRAVA_VERIFY_TOKEN"]
+        url + "/api/strava/webhook", svc.settings.strava_verify_token
     )
     with svc.engine.begin() as conn:
         models.set_setting(conn, "subscription_id", str(created["id"]))
@@ -320,7 +320,7 @@ def simulate(world: World, changes: list[Change], tally: Tally, max_seconds: flo
         if at >= start + HORIZON:
             return
         clock.advance(at - clock.now())
-        since = models.now()
+        since = svc.now()
         while change is not None and change.at <= at:
             apply(world, change, tally)
             change = next(upcoming, None)
@@ -631,7 +631,7 @@ def report(world: World, cast: list[DemoRider], tally: Tally, args, took: float)
 
 
 def settings(sim: StravaSim, database_url: str, redis_url: str | None, create_delay: int) -> dict:
-    """The app's configuration: default Strava limits, the simulator, the shared driven clock."""
+    """The app's configuration: default Strava limits, the simulator."""
     return {
         "DATABASE_URL": database_url,
         "REDIS_URL": redis_url,
@@ -650,11 +650,10 @@ def settings(sim: StravaSim, database_url: str, redis_url: str | None, create_de
         "RECONCILE_MIN_SHARE": MIN_SHARE,
         "RECONCILE_LOOKBACK_DAYS": 7,
         "CREATE_FETCH_DELAY_SECONDS": (
-            config.from_environ({})["CREATE_FETCH_DELAY_SECONDS"]
+            config.from_environ({}).create_fetch_delay_seconds
             if create_delay is None
             else create_delay
         ),
-        "CLOCK": sim.clock.now,
     }
 
 
@@ -700,7 +699,7 @@ def run(args) -> None:
         StravaSim(seed=args.seed, faults=faults) as sim,
     ):
         sim.clock.advance(start - sim.clock.now())
-        app = create_app(settings(sim, database_url, redis_url, args.create_delay))
+        app = create_app(settings(sim, database_url, redis_url, args.create_delay), sim.clock.now)
         svc = app.extensions["strava_sync"]
         try:
             skip_fsync(svc.engine)

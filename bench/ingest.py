@@ -33,6 +33,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import sqlalchemy as sa
@@ -135,7 +136,7 @@ def event_body(object_id: int, owners: int) -> bytes:
 
 def connect_riders(engine, count: int) -> None:
     """Riders 1..count connected as athletes 1..count (the tokens are never used here)."""
-    now = models.now()
+    now = datetime.now(UTC)
     riders = [{"id": i, "name": f"Rider {i}", "created_at": now} for i in range(1, count + 1)]
     connections = [
         {

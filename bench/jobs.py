@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import subprocess
 import tempfile
 import time
@@ -88,6 +89,7 @@ def run(args) -> dict:
         REDIS_URL=args.redis_url,
         DATABASE_URL=args.database_url,
         TOKEN_ENCRYPTION_KEY=Fernet.generate_key().decode(),
+        SECRET_KEY=secrets.token_urlsafe(32),  # a worker refuses to start without a real one
         PYTHONPATH=str(ROOT),
     )
     results = {}

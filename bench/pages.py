@@ -12,6 +12,7 @@ Run: .venv/bin/python bench/pages.py [--riders 500] [--rides 150] [--repeat 30]
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import random
 import statistics
 import tempfile
@@ -35,9 +36,11 @@ def load_club(svc, riders: int, rides: int, seed: int) -> tuple[int, int]:
     activity_id = 10_000_000
     with svc.engine.begin() as conn:
         for n in range(riders):
-            rider_id = models.create_rider(conn, f"Rider {n:03d}")
+            rider_id = models.create_rider(conn, f"Rider {n:03d}", now=svc.now())
             tokens = {"access_token": "a", "refresh_token": "r", "expires_at": 2_000_000_000}
-            models.save_connection(conn, rider_id, 500_000 + n, tokens, "read,activity:read_all")
+            models.save_connection(
+                conn, rider_id, 500_000 + n, tokens, "read,activity:read_all", now=svc.now()
+            )
             rows = []
             for _ in range(rides):
                 activity_id += 1
@@ -52,7 +55,7 @@ def load_club(svc, riders: int, rides: int, seed: int) -> tuple[int, int]:
                     }
                 )  # fmt: skip
             conn.execute(models.strava_activity.insert(), rows)
-            eddington.store_numbers(conn, rider_id, svc.config["EDDINGTON_SPORT_TYPES"])
+            eddington.store_numbers(conn, rider_id, svc.settings.eddington_sport_types)
     return 1, 500_000
 
 
@@ -87,7 +90,9 @@ def main() -> None:
             loaded = time.perf_counter()
             rider_id, athlete_id = load_club(svc, args.riders, args.rides, seed=1)
             loaded = time.perf_counter() - loaded
-            app.config["ADMIN_ATHLETE_IDS"] = frozenset({athlete_id})
+            svc.settings = dataclasses.replace(
+                svc.settings, admin_athlete_ids=frozenset({athlete_id})
+            )
             client = app.test_client()
             with client.session_transaction() as session:
                 session["rider_id"] = rider_id

@@ -17,7 +17,7 @@ from flask.cli import AppGroup
 import models
 from cli import db as dbcli
 from cli import report, runs, work
-from cli.plain import PlainGroup
+from cli.plain import PlainGroup, WholeNumber
 from services import Services
 from strava_client import ApplicationInactive, BadRequest, StravaError, Unauthorized
 from sync import invites
@@ -100,7 +100,7 @@ def _existing(svc: Services) -> dict | None:
 
 
 def _require(svc: Services, *names: str) -> None:
-    missing = [n for n in names if not svc.config.get(n)]
+    missing = [n for n in names if not getattr(svc.settings, n.lower())]
     if missing:
         fail(f"{', '.join(missing)} must be set")
 
@@ -113,10 +113,10 @@ def subscription_create(callback_url):
     """Create the push subscription after checking our callback answers as Strava expects."""
     svc = current_services()
     _require(svc, "STRAVA_CLIENT_ID", "STRAVA_CLIENT_SECRET", "STRAVA_VERIFY_TOKEN")
-    url = callback_url or svc.config.get("STRAVA_CALLBACK_URL")
+    url = callback_url or svc.settings.strava_callback_url
     if not url:
         fail("give --callback-url or set STRAVA_CALLBACK_URL")
-    problem = check_callback(url, svc.config["STRAVA_VERIFY_TOKEN"])
+    problem = check_callback(url, svc.settings.strava_verify_token)
     if problem:
         fail(f"{problem}. Strava was not asked.")
     existing = _existing(svc)
@@ -124,7 +124,7 @@ def subscription_create(callback_url):
         _remember(svc, existing)
         fail(f"a subscription already exists ({_describe(existing)}); delete it first")
     try:
-        created = svc.client.create_subscription(url, svc.config["STRAVA_VERIFY_TOKEN"])
+        created = svc.client.create_subscription(url, svc.settings.strava_verify_token)
     except StravaError as exc:
         fail(_explain(exc))
     _remember(svc, {"callback_url": url, **created})
@@ -142,7 +142,7 @@ def subscription_show():
         click.echo("none")
         return
     click.echo(_describe(existing))
-    configured = svc.config.get("STRAVA_CALLBACK_URL")
+    configured = svc.settings.strava_callback_url
     if configured and configured != existing.get("callback_url"):
         click.echo(
             f"Warning: STRAVA_CALLBACK_URL is {configured}, not the subscribed URL", err=True
@@ -150,7 +150,9 @@ def subscription_show():
 
 
 @subscription.command("delete")
-@click.option("--id", "subscription_id", type=int, help="Subscription id (default: ours).")
+@click.option(
+    "--id", "subscription_id", type=WholeNumber(1), help="Subscription id (default: ours)."
+)
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def subscription_delete(subscription_id, yes):
     """Delete the push subscription; Strava stops sending events."""
@@ -179,12 +181,18 @@ def register(group: click.Group) -> None:
 
 
 @strava.command("invite")
-@click.argument("rider_id", type=int, required=False)
+@click.argument("rider_id", type=WholeNumber(1), required=False)
 @click.option(
     "--new", "new_name", metavar="NAME", help="Create a rider with this name and invite them."
 )
-@click.option("--hours", type=click.FloatRange(min=0, min_open=True), default=invites.DEFAULT_HOURS)
-def invite_command(rider_id: int | None, new_name: str | None, hours: float) -> None:
+@click.option(
+    "--hours",
+    type=WholeNumber(1),
+    default=invites.DEFAULT_HOURS,
+    show_default=True,
+    help="How long the link stays usable.",
+)
+def invite_command(rider_id: int | None, new_name: str | None, hours: int) -> None:
     """Print a signed, expiring, single-use connect link for a rider (last line).
 
     Name an existing RIDER_ID, or create a rider with --new NAME (the way in for a club's first
@@ -194,8 +202,8 @@ def invite_command(rider_id: int | None, new_name: str | None, hours: float) -> 
         fail("name either an existing RIDER_ID or a new rider with --new NAME")
     svc = current_services()
     try:
-        invites.serializer(svc.config)  # refuse before anything is stored
-        base = invites.public_base(svc.config)
+        invites.serializer(svc.settings)  # refuse before anything is stored
+        base = invites.public_base(svc.settings)
         if new_name is None:
             token = invites.issue(svc, rider_id, hours)
         else:

@@ -12,6 +12,7 @@ from flask.cli import AppGroup, with_appcontext
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from cli.plain import say_where
 from models.migrate import MigrationError, current, downgrade, head, history, upgrade
 from services.diagnose import explain
 from web.extension import current_services
@@ -37,6 +38,7 @@ def plainly() -> Iterator[None]:
 @with_appcontext
 def init_db_command():
     """Create the database at the newest schema, or upgrade it (safe to run again)."""
+    say_where(current_services().settings)
     with plainly():
         before = upgrade(current_services().engine)
     click.echo(f"Database ready at revision {head()} (was {before or 'empty'}).")

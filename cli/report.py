@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 
 import click
 from flask.cli import with_appcontext
 
+from cli.plain import WholeNumber, say_where
 from jobs.status import STALE_AFTER, collect_status, format_status
 from models import overview
 from web.extension import current_services
@@ -20,12 +20,19 @@ _JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON instead
 @_JSON
 def status_command(as_json):
     """Workers, queues, failures, budget, subscription, sweeps, riders, the last event."""
-    status = collect_status(current_services())
+    svc = current_services()
+    status = collect_status(svc)
     if as_json:
+        status.update(
+            database=svc.settings.describe_database(),
+            queues_at=svc.settings.describe_redis(),
+            settings_from=svc.settings.dotenv_path,
+        )
         click.echo(json.dumps(status, indent=2, default=str))
         return
     for line in format_status(status):
         click.echo(line)
+    say_where(svc.settings)
 
 
 def _when(moment) -> str:
@@ -34,7 +41,7 @@ def _when(moment) -> str:
 
 def rider_list(svc) -> list[dict]:
     """Every rider: id, name, athlete, state, last sync and Eddington numbers."""
-    now = datetime.now(UTC)
+    now = svc.now()
     with svc.engine.connect() as conn:
         rows = overview.rider_rows(conn)
     return [
@@ -77,7 +84,7 @@ def riders_command(as_json):
 @click.command("leaderboard")
 @with_appcontext
 @click.option("--km", is_flag=True, help="Rank by kilometres.  [default: miles]")
-@click.option("--limit", default=20, show_default=True, type=click.IntRange(min=1))
+@click.option("--limit", default=20, show_default=True, type=WholeNumber(1), help="Riders shown.")
 @_JSON
 def leaderboard_command(km, limit, as_json):
     """Connected riders ranked by Eddington number (riders who hid themselves are left out)."""

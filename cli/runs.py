@@ -16,6 +16,7 @@ from flask.cli import with_appcontext
 
 import jobs
 import models
+from cli.plain import WholeNumber
 from jobs import backfill
 from jobs.joblog import differences
 from jobs.status import run_summary, workers_listening
@@ -151,7 +152,9 @@ def _require_connected(svc: Services, rider_id: int) -> None:
 _WAIT = click.option(
     "--wait/--no-wait", default=True, show_default=True, help="Wait while a worker works."
 )
-_TIMEOUT = click.option("--timeout", default=3600.0, show_default=True, help="Seconds to wait.")
+_TIMEOUT = click.option(
+    "--timeout", default=3600, show_default=True, type=WholeNumber(1), help="Seconds to wait."
+)
 _JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a summary.")
 
 
@@ -160,10 +163,10 @@ _JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON instead
 @click.option("--dry-run", is_flag=True, help="List the differences without writing them.")
 @click.option(
     "--max-riders",
-    type=click.IntRange(min=0),
+    type=WholeNumber(0),
     help="Plan at most this many riders.  [default: as the budget allows]",
 )
-@click.option("--rider", "rider_id", type=int, help="Only this rider.  [default: all]")
+@click.option("--rider", "rider_id", type=WholeNumber(1), help="Only this rider.  [default: all]")
 @_WAIT
 @_TIMEOUT
 @_JSON
@@ -178,7 +181,7 @@ def reconcile_command(dry_run, max_riders, rider_id, wait, timeout, as_json):
             svc, "command", dry_run=dry_run, max_riders=max_riders, rider_id=rider_id
         )
     except redis.RedisError as exc:
-        raise click.ClickException(f"nothing was queued: {explain(exc, svc.config)}") from None
+        raise click.ClickException(f"nothing was queued: {explain(exc, svc.settings)}") from None
     if not as_json:
         click.echo(
             f"Sweep #{summary['run_id']}{' (dry run)' if dry_run else ''}: "
@@ -189,8 +192,8 @@ def reconcile_command(dry_run, max_riders, rider_id, wait, timeout, as_json):
 
 @click.command("backfill")
 @with_appcontext
-@click.argument("rider_id", type=int)
-@click.option("--days", type=click.IntRange(min=1), help="Only the last N days.  [default: all]")
+@click.argument("rider_id", type=WholeNumber(1))
+@click.option("--days", type=WholeNumber(1), help="Only the last N days.  [default: all]")
 @_WAIT
 @_TIMEOUT
 @_JSON
@@ -202,7 +205,7 @@ def backfill_command(rider_id, days, wait, timeout, as_json):
         listening = workers_listening(svc, "reconcile")  # asks Redis before anything is written
         run_id = backfill.queue_backfill(svc, rider_id, days, trigger="command")
     except redis.RedisError as exc:
-        raise click.ClickException(f"nothing was queued: {explain(exc, svc.config)}") from None
+        raise click.ClickException(f"nothing was queued: {explain(exc, svc.settings)}") from None
     if not as_json:
         span = f"the last {days} days" if days else "all of it"
         click.echo(f"Backfill #{run_id} of rider {rider_id} queued ({span}).")

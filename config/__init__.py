@@ -1,249 +1,169 @@
-"""Every environment variable strava-sync reads, in one place."""
+"""Every setting strava-sync reads, in one frozen, typed object built in one place.
+
+Each field of `Settings` that comes from the environment names its variable, its parser (one per
+kind of value, in `config/parse.py`) and its default as the text an operator would write. The
+list of variables (`ENV_NAMES`) is derived from it. Tests override fields by variable name
+(`override(settings, CREATE_FETCH_DELAY_SECONDS=0)`) or with `dataclasses.replace`.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import secrets
+from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
-from cryptography.fernet import Fernet
-from dotenv import find_dotenv, load_dotenv
+from config import parse
+from config.dotenv import read_dotenv, typo_notes
+from config.parse import ConfigError
+
+__all__ = [
+    "ENV_NAMES",
+    "ConfigError",
+    "Settings",
+    "from_environ",
+    "is_setting",
+    "load",
+    "override",
+    "parse",
+]
 
 DEFAULT_API_URL = "https://www.strava.com/api/v3"
 DEFAULT_OAUTH_URL = "https://www.strava.com/oauth"
-MAKE_KEY = (
-    "python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'"
-)
-DATABASE_SCHEMES = ("sqlite", "postgres", "postgresql", "postgresql+psycopg")
-REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 
-class ConfigError(ValueError):
-    """An environment variable holds a value we cannot use."""
+def _env(name: str, parser, default: str = "", secret: bool = False) -> Any:
+    """A field read from variable `name` with `parser`; `default` is the text used when unset."""
+    return field(
+        default=None, metadata={"env": name, "parse": parser, "raw": default, "secret": secret}
+    )
 
 
-def _pair(name: str, raw: str) -> tuple[int, int]:
-    parts = [p.strip() for p in raw.split(",")]
-    if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
-        raise ConfigError(f"{name} must be two positive integers '15min,daily', got {raw!r}")
-    return int(parts[0]), int(parts[1])
+@dataclass(frozen=True)
+class Settings:
+    """The process's settings; see DESIGN.md §3 for what each variable means."""
+
+    secret_key: str | None = _env("SECRET_KEY", parse.secret, secret=True)
+    strava_client_id: str | None = _env("STRAVA_CLIENT_ID", parse.optional_whole)
+    strava_client_secret: str | None = _env("STRAVA_CLIENT_SECRET", parse.secret, secret=True)
+    strava_verify_token: str | None = _env("STRAVA_VERIFY_TOKEN", parse.secret, secret=True)
+    strava_api_url: str = _env("STRAVA_API_URL", parse.http_url, DEFAULT_API_URL)
+    strava_oauth_url: str = _env("STRAVA_OAUTH_URL", parse.http_url, DEFAULT_OAUTH_URL)
+    strava_callback_url: str | None = _env("STRAVA_CALLBACK_URL", parse.http_url)
+    strava_subscription_id: str | None = _env("STRAVA_SUBSCRIPTION_ID", parse.optional_whole)
+    # None here means "not set": from_environ puts the instance folder's SQLite file in its place.
+    database_url: str = _env("DATABASE_URL", parse.database_url, secret=True)
+    redis_url: str | None = _env("REDIS_URL", parse.redis_url, secret=True)
+    cron_secret: str | None = _env("CRON_SECRET", parse.secret, secret=True)
+    token_encryption_key: str | None = _env("TOKEN_ENCRYPTION_KEY", parse.fernet_keys, secret=True)
+    strava_rate_limits: tuple[int, int] = _env("STRAVA_RATE_LIMITS", parse.pair, "200,2000")
+    strava_read_rate_limits: tuple[int, int] = _env(
+        "STRAVA_READ_RATE_LIMITS", parse.pair, "100,1000"
+    )
+    # Share of each window that bulk work leaves for real-time fetches.
+    reconcile_reserve: float = _env("RECONCILE_RESERVE", parse.fraction, "0.2")
+    reconcile_lookback_days: int = _env("RECONCILE_LOOKBACK_DAYS", parse.positive, "7")
+    reconcile_min_share: float = _env("RECONCILE_MIN_SHARE", parse.fraction, "0.25")
+    verify_history_days: int = _env("VERIFY_HISTORY_DAYS", parse.positive, "30")
+    create_fetch_delay_seconds: int = _env("CREATE_FETCH_DELAY_SECONDS", parse.whole, "120")
+    eddington_sport_types: frozenset[str] = _env(
+        "EDDINGTON_SPORT_TYPES", parse.names, "Ride,GravelRide,MountainBikeRide"
+    )
+    club_name: str = _env("CLUB_NAME", parse.text, "strava-sync")
+    leaderboard_public: bool = _env("LEADERBOARD_PUBLIC", parse.flag, "1")
+    admin_athlete_ids: frozenset[int] = _env("ADMIN_ATHLETE_IDS", parse.athlete_ids)
+    strava_revoke_endpoint: str = _env(
+        "STRAVA_REVOKE_ENDPOINT", parse.revoke_endpoint, "deauthorize"
+    )
+    public_url: str | None = _env("PUBLIC_URL", parse.base_url)
+    connect_requires_invite: bool = _env("CONNECT_REQUIRES_INVITE", parse.flag, "0")
+    unknown_fetch_allowance: int = _env("UNKNOWN_FETCH_ALLOWANCE", parse.positive, "20")
+    # Inline mode (no REDIS_URL) runs jobs in a thread of the serving process unless this is 0.
+    inline_worker: bool = _env("INLINE_WORKER", parse.flag, "1")
+    # A deployed process may run jobs inline only when this says so.
+    inline_ok: bool = _env("INLINE_OK", parse.flag, "0")
+    reconnect_grace_days: int = _env("RECONNECT_GRACE_DAYS", parse.positive, "30")
+    event_retention_days: int = _env("EVENT_RETENTION_DAYS", parse.positive, "30")
+    reconcile_min_interval_hours: int = _env("RECONCILE_MIN_INTERVAL_HOURS", parse.whole, "12")
+    # Not from the environment: how this process came by its settings.
+    secret_key_generated: bool = False  # an invented key serves development sessions, never invites
+    database_defaulted: bool = False  # DATABASE_URL unset: the instance folder's SQLite file
+    deployed: bool = False  # set by the deployed entry points (wsgi.py, api/index.py, the worker)
+    dotenv_path: str | None = None  # the `.env` file read, if any
+    notes: tuple[str, ...] = ()  # what an operator should hear about the settings (typos in .env)
+
+    def describe_database(self) -> str:
+        """Where the data lives, without user or password ('PostgreSQL db on host:5432')."""
+        url = urlsplit(self.database_url)
+        if url.scheme.startswith("sqlite"):
+            return f"SQLite file {self.database_url.partition(':///')[2] or '(in memory)'}"
+        return f"PostgreSQL database {url.path.lstrip('/')} on {_host(url, 5432)}"
+
+    def describe_redis(self) -> str:
+        """Which Redis the queues use, without password ('Redis db 0 on host:6379')."""
+        if not self.redis_url:
+            return "no Redis (inline mode: jobs run inside this process)"
+        url = urlsplit(self.redis_url)
+        return f"Redis database {url.path.lstrip('/') or '0'} on {_host(url, 6379)}"
 
 
-def _fraction(name: str, raw: str) -> float:
-    if raw.strip().endswith("%"):
-        raise ConfigError(
-            f"{name} must be a number between 0 and 1 (write 0.2 for 20%), got {raw!r}"
-        )
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number between 0 and 1, got {raw!r}") from None
-    if not 0 <= value < 1:
-        raise ConfigError(f"{name} must be at least 0 and below 1, got {raw!r}")
-    return value
+def _host(url, default_port: int) -> str:
+    return f"{url.hostname or 'localhost'}:{url.port or default_port}"
 
 
-def _positive_int(name: str, raw: str) -> int:
-    if not raw.strip().isdigit() or int(raw) < 1:
-        raise ConfigError(f"{name} must be a positive integer, got {raw!r}")
-    return int(raw)
+ENV_FIELDS = {f.metadata["env"]: f for f in dataclasses.fields(Settings) if "env" in f.metadata}
+ENV_NAMES = tuple(ENV_FIELDS)
+FIELD_NAMES = frozenset(f.name for f in dataclasses.fields(Settings))
 
 
-def _seconds(name: str, raw: str) -> int:
-    if not raw.strip().isdigit():
-        raise ConfigError(f"{name} must be a whole number of seconds (0 or more), got {raw!r}")
-    return int(raw)
+def read(name: str, raw: str | None) -> Any:
+    """One variable's value from its text (its default when unset or blank, as `VAR=` in `.env`)."""
+    spec = ENV_FIELDS[name]
+    return spec.metadata["parse"](name, raw if raw and raw.strip() else spec.metadata["raw"])
 
 
-def _whole(name: str, raw: str, minimum: int) -> int:
-    value = raw.strip()
-    # isdigit() alone accepts '²', which int() refuses.
-    if not (value.isascii() and value.isdigit()) or int(value) < minimum:
-        raise ConfigError(f"{name} must be a whole number of at least {minimum}, got {raw!r}")
-    return int(value)
-
-
-def _reliability(get) -> dict:
-    """Keys of the fault-handling features: grace, retention and the sweep's spacing."""
-    return {
-        # A connection whose grant was lost (no proof of revocation) keeps its data this long.
-        "RECONNECT_GRACE_DAYS": _whole(
-            "RECONNECT_GRACE_DAYS", get("RECONNECT_GRACE_DAYS", "30"), 1
-        ),
-        # done/ignored events are kept this long; failed ones three times as long.
-        "EVENT_RETENTION_DAYS": _whole(
-            "EVENT_RETENTION_DAYS", get("EVENT_RETENTION_DAYS", "30"), 1
-        ),
-        # A full sweep from cron starts at most this often (0: no minimum).
-        "RECONCILE_MIN_INTERVAL_HOURS": _whole(
-            "RECONCILE_MIN_INTERVAL_HOURS", get("RECONCILE_MIN_INTERVAL_HOURS", "12"), 0
-        ),
-    }
+def from_environ(
+    environ: dict[str, str] | None = None, instance_path: str = "instance"
+) -> Settings:
+    """The settings from `environ` (the process's environment by default); ConfigError if bad."""
+    env = os.environ if environ is None else environ
+    values = {spec.name: read(name, env.get(name)) for name, spec in ENV_FIELDS.items()}
+    settings = Settings(**values)
+    return dataclasses.replace(
+        settings,
+        secret_key=settings.secret_key or secrets.token_hex(32),
+        secret_key_generated=not settings.secret_key,
+        database_url=database_url(settings.database_url, instance_path),
+        database_defaulted=not settings.database_url,
+    )
 
 
 def database_url(raw: str | None, instance_path: str) -> str:
-    """Turn DATABASE_URL (or its absence) into a SQLAlchemy URL using psycopg 3 for PostgreSQL."""
-    if not raw:
-        return "sqlite:///" + os.path.join(instance_path, "strava_sync.sqlite")
-    scheme = raw.partition("://")[0] if "://" in raw else ""
-    if scheme not in DATABASE_SCHEMES:
-        # Name only the scheme: the rest of the URL may hold a password.
-        raise ConfigError(
-            f"DATABASE_URL starts with {scheme + '://' if scheme else 'no scheme'}: use "
-            "postgresql://user:password@host:5432/dbname (or sqlite:///path)"
-        )
-    # Supabase and Heroku hand out postgres:// and postgresql://; SQLAlchemy needs the driver named.
-    for prefix in ("postgres://", "postgresql://"):
-        if raw.startswith(prefix):
-            return "postgresql+psycopg://" + raw[len(prefix) :]
-    return raw
+    """The SQLAlchemy URL for DATABASE_URL's text; unset, the instance folder's SQLite file."""
+    url = parse.database_url("DATABASE_URL", raw or "")
+    return url or "sqlite:///" + os.path.join(instance_path, "strava_sync.sqlite")
 
 
-def _flag(name: str, raw: str) -> bool:
-    value = raw.strip().lower()
-    if value not in ("0", "1", "true", "false", "yes", "no", "on", "off"):
-        raise ConfigError(f"{name} must be 1 or 0, got {raw!r}")
-    return value in ("1", "true", "yes", "on")
+def load(instance_path: str) -> Settings:
+    """The settings of a process: `.env` (variables already set win), then the environment."""
+    path = read_dotenv()
+    notes = typo_notes(path, ENV_NAMES)
+    return dataclasses.replace(from_environ(None, instance_path), dotenv_path=path, notes=notes)
 
 
-def _athlete_ids(name: str, raw: str) -> frozenset[int]:
-    parts = [p.strip() for p in raw.split(",") if p.strip()]
-    if not all(p.isdigit() for p in parts):
-        raise ConfigError(f"{name} must be Strava athlete ids separated by commas, got {raw!r}")
-    return frozenset(int(p) for p in parts)
+def is_setting(key: str) -> bool:
+    """Whether `key` names a setting (by its variable or its field), not a Flask config key."""
+    return key in ENV_FIELDS or key in FIELD_NAMES
 
 
-def _choice(name: str, raw: str, choices: tuple[str, ...]) -> str:
-    value = raw.strip().lower()
-    if value not in choices:
-        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
-    return value
-
-
-def _pages(get) -> dict:
-    """The web pages' settings (see pages.py and admin.py)."""
-    return {
-        "CLUB_NAME": (get("CLUB_NAME") or "strava-sync").strip(),
-        "LEADERBOARD_PUBLIC": _flag("LEADERBOARD_PUBLIC", get("LEADERBOARD_PUBLIC", "1")),
-        "ADMIN_ATHLETE_IDS": _athlete_ids("ADMIN_ATHLETE_IDS", get("ADMIN_ATHLETE_IDS", "")),
-        # How "Disconnect" revokes our access: /oauth/deauthorize today, /oauth/revoke from 2027.
-        "STRAVA_REVOKE_ENDPOINT": _choice(
-            "STRAVA_REVOKE_ENDPOINT",
-            get("STRAVA_REVOKE_ENDPOINT", "deauthorize"),
-            ("deauthorize", "revoke"),
-        ),
-        # The OAuth callback is a top-level GET from Strava: Lax still sends the session cookie.
-        "SESSION_COOKIE_SAMESITE": "Lax",
-    }
-
-
-def secret_key_set(settings) -> bool:
-    """Whether SECRET_KEY was chosen by the operator (an invented one differs per process)."""
-    return settings["SECRET_KEY"] != settings.get("GENERATED_SECRET_KEY")
-
-
-def read_dotenv() -> None:
-    """Read `.env` from the working folder or above, as `flask` does; variables already set win."""
-    load_dotenv(find_dotenv(usecwd=True))
-
-
-def from_environ(environ: dict[str, str] | None = None, instance_path: str = "instance") -> dict:
-    """Read the environment into the app's config mapping (Flask config keys)."""
-    env = os.environ if environ is None else environ
-    get = env.get
-    generated_key = secrets.token_hex(32)
-    return {
-        "SECRET_KEY": get("SECRET_KEY") or generated_key,
-        "STRAVA_CLIENT_ID": _digits("STRAVA_CLIENT_ID", get("STRAVA_CLIENT_ID")),
-        "STRAVA_CLIENT_SECRET": get("STRAVA_CLIENT_SECRET"),
-        "STRAVA_VERIFY_TOKEN": get("STRAVA_VERIFY_TOKEN"),
-        "STRAVA_API_URL": _http_url("STRAVA_API_URL", get("STRAVA_API_URL"), DEFAULT_API_URL),
-        "STRAVA_OAUTH_URL": _http_url(
-            "STRAVA_OAUTH_URL", get("STRAVA_OAUTH_URL"), DEFAULT_OAUTH_URL
-        ),
-        "STRAVA_CALLBACK_URL": _http_url("STRAVA_CALLBACK_URL", get("STRAVA_CALLBACK_URL")),
-        "STRAVA_SUBSCRIPTION_ID": _digits("STRAVA_SUBSCRIPTION_ID", get("STRAVA_SUBSCRIPTION_ID")),
-        "DATABASE_URL": database_url(get("DATABASE_URL"), instance_path),
-        "REDIS_URL": _redis_url(get("REDIS_URL")),
-        "CRON_SECRET": get("CRON_SECRET") or None,
-        "TOKEN_ENCRYPTION_KEY": _fernet_keys(get("TOKEN_ENCRYPTION_KEY")),
-        "STRAVA_RATE_LIMITS": _pair("STRAVA_RATE_LIMITS", get("STRAVA_RATE_LIMITS", "200,2000")),
-        "STRAVA_READ_RATE_LIMITS": _pair(
-            "STRAVA_READ_RATE_LIMITS", get("STRAVA_READ_RATE_LIMITS", "100,1000")
-        ),
-        "RECONCILE_RESERVE": _fraction("RECONCILE_RESERVE", get("RECONCILE_RESERVE", "0.2")),
-        "RECONCILE_LOOKBACK_DAYS": _positive_int(
-            "RECONCILE_LOOKBACK_DAYS", get("RECONCILE_LOOKBACK_DAYS", "7")
-        ),
-        # Inline mode (no REDIS_URL) runs jobs in a thread of the serving process unless this is 0.
-        "INLINE_WORKER": _flag("INLINE_WORKER", get("INLINE_WORKER", "1")),
-        # A deployed process (gunicorn, Vercel) may run inline only when this says so.
-        "INLINE_OK": _flag("INLINE_OK", get("INLINE_OK", "0")),
-        # Set by the deployed entry points (wsgi.py, api/index.py), not by the environment.
-        "DEPLOYED": False,
-        # The time source (epoch seconds); tests and the simulator pass their own.
-        "CLOCK": None,
-        # Performance and scale (#15): the sweep's daily share, history checks, the create delay.
-        "RECONCILE_MIN_SHARE": _fraction("RECONCILE_MIN_SHARE", get("RECONCILE_MIN_SHARE", "0.25")),
-        "VERIFY_HISTORY_DAYS": _positive_int(
-            "VERIFY_HISTORY_DAYS", get("VERIFY_HISTORY_DAYS", "30")
-        ),
-        "CREATE_FETCH_DELAY_SECONDS": _seconds(
-            "CREATE_FETCH_DELAY_SECONDS", get("CREATE_FETCH_DELAY_SECONDS", "120")
-        ),
-        "EDDINGTON_SPORT_TYPES": frozenset(
-            t.strip()
-            for t in get("EDDINGTON_SPORT_TYPES", "Ride,GravelRide,MountainBikeRide").split(",")
-            if t.strip()
-        ),
-        **_pages(get),
-        # Trust (invites). An invented SECRET_KEY serves development sessions, never invites.
-        "GENERATED_SECRET_KEY": None if get("SECRET_KEY") else generated_key,
-        "PUBLIC_URL": (get("PUBLIC_URL") or "").rstrip("/") or None,
-        "CONNECT_REQUIRES_INVITE": _flag(
-            "CONNECT_REQUIRES_INVITE", get("CONNECT_REQUIRES_INVITE", "0")
-        ),
-        "UNKNOWN_FETCH_ALLOWANCE": _positive_int(
-            "UNKNOWN_FETCH_ALLOWANCE", get("UNKNOWN_FETCH_ALLOWANCE", "20")
-        ),
-        **_reliability(get),
-    }
-
-
-def _fernet_keys(raw: str | None) -> str | None:
-    """TOKEN_ENCRYPTION_KEY: comma-separated Fernet keys, newest first (never echoed)."""
-    if not raw:
-        return None
-    for part in (p.strip() for p in raw.split(",")):
-        try:
-            Fernet(part)
-        except (ValueError, TypeError):
-            raise ConfigError(
-                f"TOKEN_ENCRYPTION_KEY is not a Fernet key: make one with {MAKE_KEY}"
-            ) from None
-    return raw
-
-
-def _redis_url(raw: str | None) -> str | None:
-    if not raw:
-        return None
-    scheme = urlsplit(raw).scheme
-    if scheme not in REDIS_SCHEMES:
-        raise ConfigError(
-            f"REDIS_URL starts with {scheme + '://' if scheme else 'no scheme'}: "
-            "use redis://host:6379/0 (or rediss:// for TLS)"
-        )
-    return raw
-
-
-def _http_url(name: str, raw: str | None, default: str | None = None) -> str | None:
-    value = (raw or default or "").rstrip("/") or None
-    if value and urlsplit(value).scheme not in ("http", "https"):
-        raise ConfigError(f"{name} must be an http:// or https:// URL, got {value!r}")
-    return value
-
-
-def _digits(name: str, raw: str | None) -> str | None:
-    if raw and not raw.strip().isdigit():
-        raise ConfigError(f"{name} must be a number, got {raw!r}")
-    return raw.strip() if raw else None
+def override(settings: Settings, **values: Any) -> Settings:
+    """`settings` with fields replaced by variable or field name (parsed values, as in tests)."""
+    changes = {(ENV_FIELDS[k].name if k in ENV_FIELDS else k): v for k, v in values.items()}
+    # A value given is a value chosen: neither invented nor defaulted any more.
+    if "secret_key" in changes:
+        changes.setdefault("secret_key_generated", False)
+    if "database_url" in changes:
+        changes.setdefault("database_defaulted", False)
+    return dataclasses.replace(settings, **changes)

@@ -30,7 +30,7 @@ def _eddington_of(activities, sport_types) -> tuple[int, int]:
 
 def check_consistency(svc: Services, sim: StravaSim, riders: list[DemoRider]) -> list[str]:
     """How our rows differ from Strava's truth (ids, fields, Eddington); empty when they agree."""
-    sport_types = svc.config["EDDINGTON_SPORT_TYPES"]
+    sport_types = svc.settings.eddington_sport_types
     differences = []
     for rider in riders:
         theirs = visible_truth(sim, rider)

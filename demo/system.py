@@ -18,8 +18,7 @@ from rq.registry import ScheduledJobRegistry
 import models
 from jobs import inline
 from jobs.inline import InlineRunner
-from services import QUEUES, Services
-from strava_client.ratebudget import RateBudget
+from services import QUEUES, Services, make_budget
 from strava_sim import StravaSim
 from strava_sim.serve import serve_in_thread
 
@@ -87,8 +86,6 @@ def _settings(sim: StravaSim, folder: str, factor: int, days: int) -> dict:
         "STRAVA_READ_RATE_LIMITS": (100 * factor, 1000 * factor),
         # The sweep must reach back over every simulated day to repair lost events.
         "RECONCILE_LOOKBACK_DAYS": max(7, days + 1),
-        # One clock for Strava and us: token expiry and rate windows agree as simulated days pass.
-        "CLOCK": sim.clock.now,
     }
 
 
@@ -101,7 +98,8 @@ def running_system(create_app, seed: int, riders: int, days: int, drop_rate: flo
         tempfile.TemporaryDirectory(prefix="strava-sync-demo-") as folder,
         StravaSim(seed=seed, **limits) as sim,
     ):
-        app = create_app(_settings(sim, folder, factor, days))
+        # One clock for Strava and us: token expiry and rate windows agree as simulated days pass.
+        app = create_app(_settings(sim, folder, factor, days), sim.clock.now)
         svc = app.extensions["strava_sync"]
         try:
             models.init_db(svc.engine)
@@ -141,14 +139,7 @@ def _own_redis_state(svc: Services):
         )
     prefix = f"strava-sync-demo:{secrets.token_hex(4)}:budget"
     # Sim requests must not count against (or read) the real app's Strava budget.
-    svc.budget = svc.client.budget = RateBudget(
-        svc.redis,
-        limits=svc.config["STRAVA_RATE_LIMITS"],
-        read_limits=svc.config["STRAVA_READ_RATE_LIMITS"],
-        reserve=svc.config["RECONCILE_RESERVE"],
-        clock=svc.clock,
-        prefix=prefix,
-    )
+    svc.budget = svc.client.budget = make_budget(svc.settings, svc.redis, svc.clock, prefix=prefix)
     before = scheduled_ids(svc)
     try:
         yield

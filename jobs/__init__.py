@@ -93,7 +93,7 @@ def _in(svc: Services, seconds: float) -> datetime:
 
 def _created_fetch_at(svc: Services, fields: dict) -> datetime | None:
     """When a create event's fetch should run: after the delay, when most first edits are in."""
-    delay = svc.config.get("CREATE_FETCH_DELAY_SECONDS", 0)
+    delay = svc.settings.create_fetch_delay_seconds
     if fields["aspect_type"] != "create" or not delay:
         return None
     return _in(svc, delay)
@@ -178,10 +178,14 @@ def _sync_activity(svc: Services, owner_id: int, activity_id: int, not_found_ret
         connection = models.get_connection_by_athlete(conn, owner_id)
         event_ids = [e.id for e in events]
         if connection is None or connection.deauthorized_at is not None:
-            models.set_event_status(conn, event_ids, "ignored", f"athlete {owner_id} not connected")
+            models.set_event_status(
+                conn, event_ids, "ignored", f"athlete {owner_id} not connected", now=svc.now()
+            )
             return "ignored: athlete not connected"
         if connection.needs_reconnect_since is not None:
-            models.set_event_status(conn, event_ids, "ignored", "the rider must reconnect first")
+            models.set_event_status(
+                conn, event_ids, "ignored", "the rider must reconnect first", now=svc.now()
+            )
             return "ignored: the rider must reconnect"
         held = models.activities_by_id(conn, [activity_id]).get(activity_id)
         if (held is None or held["athlete_id"] != owner_id) and not allowance.take(svc, owner_id):
@@ -200,22 +204,22 @@ def _sync_activity(svc: Services, owner_id: int, activity_id: int, not_found_ret
     except (Unauthorized, ReconnectNeeded, CredentialsRefused) as exc:
         # Not proof of a revocation: the event fails with the reason, the rider's data stays.
         with svc.engine.begin() as conn:
-            models.set_event_status(conn, event_ids, "failed", str(exc)[:500])
+            models.set_event_status(conn, event_ids, "failed", str(exc)[:500], now=svc.now())
         return "failed: Strava refused the rider's token"
     values = parse_activity(data)
     with svc.engine.begin() as conn:
         outcome = "foreign"
         if values["athlete_id"] == owner_id:
-            outcome = models.upsert_activity(conn, rider_id, values)
+            outcome = models.upsert_activity(conn, rider_id, values, now=svc.now())
         if outcome == "foreign":
             models.set_event_status(
-                conn, event_ids, "failed", "activity belongs to another athlete"
+                conn, event_ids, "failed", "activity belongs to another athlete", now=svc.now()
             )
             return "failed: activity belongs to another athlete"
         if outcome != "unchanged":
-            eddington.store_numbers(conn, rider_id, svc.config["EDDINGTON_SPORT_TYPES"])
-        models.update_connection(conn, rider_id, last_sync=models.now())
-        models.set_event_status(conn, event_ids, "done")
+            eddington.store_numbers(conn, rider_id, svc.settings.eddington_sport_types)
+        models.update_connection(conn, rider_id, last_sync=svc.now())
+        models.set_event_status(conn, event_ids, "done", now=svc.now())
     return outcome
 
 
@@ -226,9 +230,9 @@ def _not_found(svc, rider_id, owner_id, activity_id, events, not_found_retry) ->
         held = models.delete_activity(conn, activity_id, owner_id) is not None
         just_created = bool(events) and events[-1].aspect_type == "create" and not held
         if held:
-            eddington.store_numbers(conn, rider_id, svc.config["EDDINGTON_SPORT_TYPES"])
+            eddington.store_numbers(conn, rider_id, svc.settings.eddington_sport_types)
         if not just_created:
-            models.set_event_status(conn, event_ids, "done")
+            models.set_event_status(conn, event_ids, "done", now=svc.now())
             return "deleted" if held else "absent"
         if not_found_retry >= len(NOT_FOUND_RETRIES):
             models.set_event_status(
@@ -237,6 +241,7 @@ def _not_found(svc, rider_id, owner_id, activity_id, events, not_found_retry) ->
                 "failed",
                 "Strava still answers 404 after retries; "
                 "the nightly sweep will pick the activity up if it appears",
+                now=svc.now(),
             )
             return "failed: not found after create"
     delay = NOT_FOUND_RETRIES[not_found_retry]
@@ -281,7 +286,7 @@ def revoke_athlete(athlete_id: int) -> str:
     if not proven:
         return _finish(svc, athlete_id, "ignored", "Strava still accepts the rider's token")
     with svc.engine.begin() as conn:
-        models.deauthorize(conn, connection.rider_id)
+        models.deauthorize(conn, connection.rider_id, now=svc.now())
     log.info("rider %s revoked access; their Strava data is deleted", connection.rider_id)
     return _finish(svc, athlete_id, "done", None)
 
@@ -290,7 +295,7 @@ def _finish(svc: Services, athlete_id: int, status: str, reason: str | None) -> 
     """Close the athlete's open events (those that arrived during the check too)."""
     with svc.engine.begin() as conn:
         events = models.open_events(conn, "athlete", athlete_id)
-        models.set_event_status(conn, [e.id for e in events], status, reason)
+        models.set_event_status(conn, [e.id for e in events], status, reason, now=svc.now())
     return status if reason is None else f"{status}: {reason}"
 
 
@@ -314,7 +319,7 @@ def queue_sweep(
     if not sweeplock.guarded(dry_run, max_riders, rider_id):
         return _plan_and_queue(svc, trigger, dry_run, max_riders, rider_id, full=False)
     with sweeplock.planning(svc):
-        refused = sweeplock.refusal(svc, trigger, models.now())
+        refused = sweeplock.refusal(svc, trigger, svc.now())
         if refused is None:
             return _plan_and_queue(svc, trigger, dry_run, max_riders, rider_id, full=True)
     return refused | {"planned": 0, "deferred": 0, "budget": svc.budget.snapshot()}
@@ -323,9 +328,9 @@ def queue_sweep(
 def _plan_and_queue(svc, trigger, dry_run, max_riders, rider_id, *, full: bool) -> dict:
     planned, deferred = reconcile.plan_sweep(svc, max_riders, rider_id)
     with svc.engine.begin() as conn:
-        run_id = models.create_run(conn, "reconcile", trigger, dry_run)
+        run_id = models.create_run(conn, "reconcile", trigger, dry_run=dry_run, now=svc.now())
         models.update_run(conn, run_id, riders_planned=len(planned), riders_deferred=deferred)
-        models.finish_run_if_complete(conn, run_id)
+        models.finish_run_if_complete(conn, run_id, now=svc.now())
         if full:
             sweeplock.record(conn, run_id)
     try:
@@ -350,7 +355,7 @@ def reconcile_rider(rider_id: int, run_id: int, dry_run: bool = False) -> dict:
         repair = reconcile.repair_rider(svc, rider_id, dry_run=dry_run)
     except NoPermit as exc:
         with svc.engine.begin() as conn:
-            models.add_to_run(conn, run_id, riders_rescheduled=1)
+            models.add_to_run(conn, run_id, riders_rescheduled=1, now=svc.now())
         queue_rider_job(
             svc, reconcile_rider, rider_id, run_id, dry_run, at=reschedule_at(exc.retry_at)
         )

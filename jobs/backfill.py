@@ -25,7 +25,7 @@ def queue_backfill(
     trigger = trigger or ("connect" if days is None else "command")
     with svc.engine.begin() as conn:
         models.update_connection(conn, rider_id, backfill_before=None)
-        run_id = models.create_run(conn, "backfill", trigger)
+        run_id = models.create_run(conn, "backfill", trigger, now=svc.now())
         models.update_run(conn, run_id, riders_planned=1)
     try:
         jobs.queue_rider_job(svc, backfill_rider, rider_id, run_id, days)
@@ -48,11 +48,11 @@ def backfill_rider(rider_id: int, run_id: int, days: int | None = None) -> str:
             finished, repair = reconcile.backfill_page(svc, rider_id, floor)
         except NoPermit as exc:
             with svc.engine.begin() as conn:
-                models.add_to_run(conn, run_id, riders_rescheduled=1)
+                models.add_to_run(conn, run_id, riders_rescheduled=1, now=svc.now())
             at = jobs.reschedule_at(exc.retry_at)
             jobs.queue_rider_job(svc, backfill_rider, rider_id, run_id, days, at=at)
             return f"waiting for rate budget until {at.isoformat()}"
         with svc.engine.begin() as conn:
-            models.add_to_run(conn, run_id, **repair.counts())
+            models.add_to_run(conn, run_id, **repair.counts(), now=svc.now())
     failures.rider_done(svc, run_id)
     return "done"

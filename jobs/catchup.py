@@ -42,7 +42,7 @@ def catch_up_athlete(athlete_id: int) -> str:
     if connection is None or connection.deauthorized_at is not None:
         _close(svc, athlete_id, waiting, "ignored", f"athlete {athlete_id} not connected")
         return "ignored: athlete not connected"
-    listed_at = models.now()
+    listed_at = svc.now()
     try:
         token = access_token(svc, connection.rider_id)
         summaries = svc.client.list_activities(token, per_page=reconcile.PER_PAGE, lane="realtime")
@@ -83,11 +83,11 @@ def _close_listed(svc: Services, athlete_id: int, waiting: set[int], listed: set
             events = _events(conn, athlete_id, activity_id)
             done = activity_id in listed or all(e.aspect_type != "create" for e in events)
             status, error = ("done", None) if done else ("failed", NOT_LISTED)
-            models.set_event_status(conn, [e.id for e in events], status, error)
+            models.set_event_status(conn, [e.id for e in events], status, error, now=svc.now())
 
 
 def _close(svc: Services, athlete_id: int, waiting: set[int], status: str, error: str) -> None:
     with svc.engine.begin() as conn:
         for activity_id in sorted(waiting):
             events = _events(conn, athlete_id, activity_id)
-            models.set_event_status(conn, [e.id for e in events], status, error)
+            models.set_event_status(conn, [e.id for e in events], status, error, now=svc.now())

@@ -26,7 +26,7 @@ def mark_failed(job: Job, connection: redis.Redis, exc_type, exc_value, tracebac
         # Nothing works until the application's owner renews: make it plain to the operator.
         log.error("%s", exc_value)
         with svc.engine.begin() as conn:
-            models.set_setting(conn, "application_inactive_at", models.now().isoformat())
+            models.set_setting(conn, "application_inactive_at", svc.now().isoformat())
     if job.retries_left:
         return  # RQ will try again
     # StravaError messages name no token; other exceptions are reduced to their type.
@@ -41,19 +41,19 @@ def mark_failed(job: Job, connection: redis.Redis, exc_type, exc_value, tracebac
     with svc.engine.begin() as conn:
         events = models.open_events(conn, object_type, object_id)
         ids = [e.id for e in events if owner is None or e.owner_id == owner]
-        models.set_event_status(conn, ids, "failed", reason)
+        models.set_event_status(conn, ids, "failed", reason, now=svc.now())
 
 
 def rider_done(svc: Services, run_id: int, error: str | None = None, **counts: int) -> None:
     """Count one rider of a run as done (with its figures or error); close the run when all are."""
     with svc.engine.begin() as conn:
-        models.add_to_run(conn, run_id, riders_done=1, **counts)
+        models.add_to_run(conn, run_id, riders_done=1, **counts, now=svc.now())
         if error:
             models.update_run(conn, run_id, error=error[:500])
-        models.finish_run_if_complete(conn, run_id)
+        models.finish_run_if_complete(conn, run_id, now=svc.now())
 
 
 def run_failed(svc: Services, run_id: int, reason: str) -> None:
     """End a run that could not queue its work as failed, with the reason."""
     with svc.engine.begin() as conn:  # a run that could not queue its work never stays running
-        models.update_run(conn, run_id, status="failed", error=reason, finished_at=models.now())
+        models.update_run(conn, run_id, status="failed", error=reason, finished_at=svc.now())

@@ -38,8 +38,8 @@ def plan_checks(svc: Services) -> list[int]:
     snapshot = svc.budget.snapshot()
     limit_day = min(snapshot[b]["limit_day"] for b in ("overall", "read"))
     reads = min(int(limit_day * VERIFY_SLICE), svc.budget.available("bulk")["day"])
-    now = datetime.fromtimestamp(svc.clock(), UTC)
-    due_before = now - timedelta(days=svc.config["VERIFY_HISTORY_DAYS"])
+    now = svc.now()
+    due_before = now - timedelta(days=svc.settings.verify_history_days)
     with svc.engine.connect() as conn:
         candidates = models.riders_to_verify(conn, due_before, limit=max(reads, 0))
     planned = []
@@ -53,7 +53,7 @@ def plan_checks(svc: Services) -> list[int]:
 
 def queue_checks(svc: Services) -> dict:
     """Plan today's history checks once (after today's sweep started) and queue one job a rider."""
-    now = datetime.fromtimestamp(svc.clock(), UTC)
+    now = svc.now()
     with svc.engine.connect() as conn:
         sweeps = models.recent_runs(conn, limit=1)
     if not sweeps or sweeps[0].started_at.date() != now.date():
@@ -63,9 +63,9 @@ def queue_checks(svc: Services) -> dict:
         return {"planned": 0, "reason": "already planned today"}
     planned = plan_checks(svc)
     with svc.engine.begin() as conn:
-        run_id = models.create_run(conn, "verify", "daily")
+        run_id = models.create_run(conn, "verify", "daily", now=svc.now())
         models.update_run(conn, run_id, riders_planned=len(planned))
-        models.finish_run_if_complete(conn, run_id)
+        models.finish_run_if_complete(conn, run_id, now=svc.now())
     for rider_id in planned:
         jobs.enqueue(
             svc,
@@ -88,7 +88,7 @@ def verify_page(
         return None, reconcile.Repair()  # gone since planned: nothing of theirs is left to check
     before = before or int(svc.clock()) + 1
     token = access_token(svc, rider_id)
-    listed_at = models.now()
+    listed_at = svc.now()
     batch = svc.client.list_activities(token, before=before, per_page=reconcile.PER_PAGE)
     theirs = {
         v["id"]: v for v in map(parse_activity, batch) if v["athlete_id"] == connection.athlete_id
@@ -130,10 +130,10 @@ def verify_history(rider_id: int, run_id: int, before: int | None = None) -> str
             )
             return f"waiting for rate budget until {at.isoformat()}"
         with svc.engine.begin() as conn:
-            models.add_to_run(conn, run_id, **repair.counts())
+            models.add_to_run(conn, run_id, **repair.counts(), now=svc.now())
         if cursor is None:
             break
-    now = datetime.fromtimestamp(svc.clock(), UTC)
+    now = svc.now()
     with svc.engine.begin() as conn:
         models.update_connection(conn, rider_id, history_verified_at=now)
     failures.rider_done(svc, run_id)

@@ -95,7 +95,7 @@ def start(svc: Services) -> InlineRunner:
 
 def jobs_queued(svc: Services) -> None:
     """In inline mode, make sure the in-process worker runs what was just queued."""
-    if svc.inline and svc.config.get("INLINE_WORKER", True):
+    if svc.inline and svc.settings.inline_worker:
         start(svc)
     if svc.runner is not None:
         svc.runner.wake()

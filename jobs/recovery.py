@@ -45,6 +45,15 @@ ABANDON_AFTER = timedelta(seconds=600 + 900)
 BATCH = 200  # rows each step handles per pass
 PRUNE_BATCHES = 5  # prune batches per pass, each its own short transaction
 LIVE = (b"queued", b"scheduled", b"started", b"deferred")
+# Whether a pass is due, by the services' clock (a driven clock drives the passes too): the time
+# of the last pass is kept in RAN_KEY, and only one process at a time may claim the next one.
+_CLAIM_RECOVERY = """
+local last = tonumber(redis.call('GET', KEYS[1]))
+local now = tonumber(ARGV[1])
+if last and now >= last and now - last < tonumber(ARGV[2]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', 86400)
+return 1
+"""
 
 
 def run_if_due(svc, requeue: Callable) -> dict | None:
@@ -53,7 +62,8 @@ def run_if_due(svc, requeue: Callable) -> dict | None:
     Catches Redis and database errors (and logs them): the job it piggybacks on must not fail.
     """
     try:
-        if not svc.redis.set(RAN_KEY, 1, nx=True, ex=EVERY):
+        claim = svc.redis.register_script(_CLAIM_RECOVERY)
+        if not claim(keys=[RAN_KEY], args=[repr(svc.clock()), EVERY]):
             return None
         schedule_next(svc)
         return run_pass(svc, requeue)
@@ -77,9 +87,9 @@ def schedule_next(svc) -> None:
 
 def run_pass(svc, requeue: Callable, now: datetime | None = None) -> dict:
     """One recovery pass; returns what each step did."""
-    now = now or models.now()
+    now = now or svc.now()
     with svc.engine.begin() as conn:
-        failed = models.fail_stale_events(conn, now - STALE_AFTER)
+        failed = models.fail_stale_events(conn, now - STALE_AFTER, now=now)
     outcome = {
         "stale_failed": failed,
         "requeued": requeue_orphans(svc, requeue, now),
@@ -142,18 +152,18 @@ def close_abandoned_runs(svc, now: datetime) -> int:
 
 def purge_overdue_reconnects(svc, now: datetime) -> int:
     """Purge riders still unreconnected after RECONNECT_GRACE_DAYS, as for a revocation."""
-    grace = timedelta(days=svc.config.get("RECONNECT_GRACE_DAYS", 30))
+    grace = timedelta(days=svc.settings.reconnect_grace_days)
     with svc.engine.begin() as conn:
         overdue = models.reconnect_overdue(conn, now - grace)[:BATCH]
         for rider_id in overdue:
-            models.deauthorize(conn, rider_id)
+            models.deauthorize(conn, rider_id, now=svc.now())
             log.info("rider %s never reconnected within the grace period; data purged", rider_id)
     return len(overdue)
 
 
 def prune_events(svc, now: datetime) -> int:
     """Delete done/ignored events past EVENT_RETENTION_DAYS (failed: three times as long)."""
-    days = svc.config.get("EVENT_RETENTION_DAYS", 30)
+    days = svc.settings.event_retention_days
     pruned = 0
     for _ in range(PRUNE_BATCHES):
         with svc.engine.begin() as conn:

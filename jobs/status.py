@@ -8,7 +8,7 @@ warnings first.
 from __future__ import annotations
 
 from collections import Counter
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import redis
 from rq import Worker
@@ -16,6 +16,7 @@ from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegis
 
 import models
 import reconcile
+from config import Settings
 from jobs import burst
 from models import junk, overview
 from services import QUEUES, Services
@@ -51,7 +52,7 @@ def _latest_failures(svc: Services, failed: FailedJobRegistry) -> list[dict]:
 def workers_listening(svc: Services, name: str) -> int:
     """How many workers take jobs from queue `name` (inline mode's own thread counts as one)."""
     if svc.inline:
-        return int(bool(svc.runner) or bool(svc.config.get("INLINE_WORKER", True)))
+        return int(bool(svc.runner) or bool(svc.settings.inline_worker))
     return len(Worker.all(queue=svc.queue(name)))
 
 
@@ -95,20 +96,20 @@ def _sweep_capacity(svc: Services, budget: dict, events_24h: dict) -> dict:
         riders,
         budget["read"]["limit_day"],
         realtime,
-        reserve=svc.config["RECONCILE_RESERVE"],
-        min_share=svc.config["RECONCILE_MIN_SHARE"],
+        reserve=svc.settings.reconcile_reserve,
+        min_share=svc.settings.reconcile_min_share,
     )
     return {"riders_beyond": beyond, "read_limit_needed": needed}
 
 
 def _today(svc: Services):
     """The UTC day by the services' clock (the webhook counts junk events by it)."""
-    return datetime.fromtimestamp(svc.clock(), UTC).date()
+    return svc.now().date()
 
 
 def collect_status(svc: Services) -> dict:
     """Everything an operator checks at a glance, as JSON-ready data."""
-    now = datetime.now(UTC)
+    now = svc.now()
     with svc.engine.connect() as conn:
         nightly = overview.last_run(conn, "reconcile", overview.NIGHTLY_TRIGGERS)
         manual = overview.last_run(conn, "reconcile", ("command",))
@@ -118,7 +119,7 @@ def collect_status(svc: Services) -> dict:
         status = {
             "application_inactive_at": models.get_setting(conn, "application_inactive_at"),
             "subscription_id": svc.subscription_id(),
-            "callback_url": svc.config.get("STRAVA_CALLBACK_URL"),
+            "callback_url": svc.settings.strava_callback_url,
             "mode": "inline" if svc.inline else "workers",
             "events_24h": models.event_counts_since(conn, now - timedelta(days=1)),
             "last_event_at": last_event.isoformat(timespec="seconds") if last_event else None,
@@ -130,7 +131,7 @@ def collect_status(svc: Services) -> dict:
             "riders_by_state": riders["by_state"],
             "credentials_refused_at": models.get_setting(conn, "strava_credentials_refused_at"),
             "subscribed_callback_url": models.get_setting(conn, "subscription_callback_url"),
-            "expected_callback_url": expected_callback(svc.config),
+            "expected_callback_url": expected_callback(svc.settings),
             "events_stuck": models.count_waiting_events(conn, now - STUCK_AFTER),
             "unconnected_events_today": junk.summary(conn, _today(svc)),
         }
@@ -141,18 +142,17 @@ def collect_status(svc: Services) -> dict:
         status["budget"] = svc.budget.snapshot()
         status["sweep_capacity"] = _sweep_capacity(svc, status["budget"], status["events_24h"])
     except redis.RedisError as exc:
-        status["redis"] = f"down: {explain(exc, svc.config)}"  # for the operator: /admin, CLI
+        status["redis"] = f"down: {explain(exc, svc.settings)}"  # for the operator: /admin, CLI
     status["warnings"] = warnings(status)
     _keep_older_keys(status)
     return status
 
 
-def expected_callback(settings: dict) -> str | None:
+def expected_callback(settings: Settings) -> str | None:
     """The callback URL a subscription of this app must have (None when it cannot be told)."""
-    if settings.get("STRAVA_CALLBACK_URL"):
-        return settings["STRAVA_CALLBACK_URL"]
-    public = settings.get("PUBLIC_URL")
-    return public + WEBHOOK_PATH if public else None
+    if settings.strava_callback_url:
+        return settings.strava_callback_url
+    return settings.public_url + WEBHOOK_PATH if settings.public_url else None
 
 
 def _work_age(run: dict | None, now: datetime) -> float | None:

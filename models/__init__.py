@@ -4,6 +4,7 @@ The same code runs on SQLite (development, the demo, fast tests) and PostgreSQL 
 (production, e.g. Supabase). Strava ids are the keys of upserts, so replaying any write is harmless.
 One module a concern: `schema` (tables, engine, tokens at rest), `riders`, `activities`, `events`
 (the webhook inbox) and `runs` (sweeps, backfills, settings); callers use `models.<name>`.
+Nothing here reads the time: a write that stamps one takes `now` (the services' one clock).
 """
 
 from .activities import (
@@ -68,7 +69,6 @@ from .schema import (
     init_db,
     make_engine,
     metadata,
-    now,
     riders,
     strava_activity,
     strava_connection,
@@ -111,7 +111,6 @@ __all__ = [
     "mark_pending",
     "mark_queued",
     "metadata",
-    "now",
     "open_events",
     "pending_events",
     "prune_events",

@@ -8,7 +8,7 @@ from datetime import date, datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from .schema import ACTIVITY_FIELDS, _insert, now, strava_activity
+from .schema import ACTIVITY_FIELDS, _insert, strava_activity
 
 
 def same_activity(row, values: dict) -> bool:
@@ -16,7 +16,7 @@ def same_activity(row, values: dict) -> bool:
     return all(row[f] == values[f] for f in ACTIVITY_FIELDS)
 
 
-def upsert_activity(conn: Connection, rider_id: int, values: dict) -> str:
+def upsert_activity(conn: Connection, rider_id: int, values: dict, *, now: datetime) -> str:
     """Insert or update one activity; returns 'created', 'updated', 'unchanged' or 'foreign'.
 
     Keyed by the owner as well as the id: an activity we hold for another athlete is never
@@ -30,7 +30,7 @@ def upsert_activity(conn: Connection, rider_id: int, values: dict) -> str:
             return "foreign"
         if same_activity(row, values) and row["rider_id"] == rider_id:
             return "unchanged"
-    full = dict(values, rider_id=rider_id, fetched_at=now())
+    full = dict(values, rider_id=rider_id, fetched_at=now)
     stmt = _insert(conn, table).values(**full)
     changed = {k: v for k, v in full.items() if k != "id"}
     owner_matches = table.c.athlete_id == stmt.excluded.athlete_id

@@ -13,7 +13,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from . import junk
-from .schema import UTCDateTime, now, strava_connection, webhook_event
+from .schema import UTCDateTime, strava_connection, webhook_event
 
 UPDATES_CAP = 2048  # characters of an event's `updates` JSON we keep
 ERROR_CAP = 500  # characters of an event's `error` we keep
@@ -43,6 +43,8 @@ def store_event(
     unhandled: str | None,
     job_id: str | None = None,
     today: date | None = None,
+    *,
+    now: datetime,
 ):
     """Store an event, choosing its status in SQL; returns (id, status, error).
 
@@ -59,7 +61,7 @@ def store_event(
         aspect_type=cap(fields["aspect_type"], TEXT_CAP),
         updates=cap(json.dumps(fields["updates"], sort_keys=True), UPDATES_CAP),
         identity=event_identity(fields),
-        received_at=now(),
+        received_at=now,
         unhandled=cap(unhandled, ERROR_CAP),
         job_id=job_id,
     )
@@ -125,14 +127,16 @@ def mark_pending(conn: Connection, event_id: int) -> None:
     )
 
 
-def set_event_status(conn: Connection, event_ids: Iterable[int], status: str, error=None) -> None:
-    """Move events to a status; a final status stamps processed_at."""
+def set_event_status(
+    conn: Connection, event_ids: Iterable[int], status: str, error=None, *, now: datetime
+) -> None:
+    """Move events to a status; a final status stamps processed_at with `now`."""
     ids = list(event_ids)
     if not ids:
         return
     values: dict = {"status": status, "error": cap(error, ERROR_CAP)}
     if status in ("done", "ignored", "failed"):
-        values["processed_at"] = now()
+        values["processed_at"] = now
     conn.execute(webhook_event.update().where(webhook_event.c.id.in_(ids)).values(**values))
 
 
@@ -161,7 +165,7 @@ def count_attempt(conn: Connection, event_ids: Iterable[int]) -> None:
         )
 
 
-def fail_stale_events(conn: Connection, older_than: datetime) -> int:
+def fail_stale_events(conn: Connection, older_than: datetime, *, now: datetime) -> int:
     """Close events still queued long after they arrived (a job killed on its last try)."""
     table = webhook_event
     result = conn.execute(
@@ -170,7 +174,7 @@ def fail_stale_events(conn: Connection, older_than: datetime) -> int:
         .values(
             status="failed",
             error="no job finished this event; the nightly sweep covers its activity",
-            processed_at=now(),
+            processed_at=now,
         )
     )
     return result.rowcount

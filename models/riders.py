@@ -7,12 +7,12 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from .schema import _insert, now, riders, strava_activity, strava_connection
+from .schema import _insert, riders, strava_activity, strava_connection
 
 
-def create_rider(conn: Connection, name: str) -> int:
-    """Insert a rider and return its id."""
-    result = conn.execute(riders.insert().values(name=name, created_at=now()))
+def create_rider(conn: Connection, name: str, *, now: datetime) -> int:
+    """Insert a rider (created `now`) and return its id."""
+    result = conn.execute(riders.insert().values(name=name, created_at=now))
     return result.inserted_primary_key[0]
 
 
@@ -44,7 +44,9 @@ def get_connection_by_athlete(conn: Connection, athlete_id: int):
     return conn.execute(query).first()
 
 
-def save_connection(conn: Connection, rider_id: int, athlete_id: int, tokens: dict, scope: str):
+def save_connection(
+    conn: Connection, rider_id: int, athlete_id: int, tokens: dict, scope: str, *, now: datetime
+):
     """Create or replace a rider's connection with fresh tokens (tokens already encrypted)."""
     values = dict(
         athlete_id=athlete_id,
@@ -52,7 +54,7 @@ def save_connection(conn: Connection, rider_id: int, athlete_id: int, tokens: di
         refresh_token=tokens["refresh_token"],
         expires_at=tokens["expires_at"],
         scope=scope,
-        connected_at=now(),
+        connected_at=now,
         deauthorized_at=None,
         needs_reconnect_since=None,
         backfill_before=None,
@@ -81,7 +83,7 @@ def update_connection(conn: Connection, rider_id: int, **values) -> None:
     )
 
 
-def deauthorize(conn: Connection, rider_id: int) -> int:
+def deauthorize(conn: Connection, rider_id: int, *, now: datetime) -> int:
     """Remove a rider's Strava data after a confirmed revocation; returns activities deleted."""
     deleted = conn.execute(
         strava_activity.delete().where(strava_activity.c.rider_id == rider_id)
@@ -96,20 +98,20 @@ def deauthorize(conn: Connection, rider_id: int) -> int:
         eddington_number_km=None,
         eddington_days_miles=None,
         eddington_days_km=None,
-        deauthorized_at=now(),
+        deauthorized_at=now,
         needs_reconnect_since=None,
         backfill_before=None,
     )
     return deleted
 
 
-def mark_needs_reconnect(conn: Connection, rider_id: int) -> None:
+def mark_needs_reconnect(conn: Connection, rider_id: int, *, now: datetime) -> None:
     """Record that the rider's grant was lost without proof of revocation (first time only)."""
     table = strava_connection
     conn.execute(
         table.update()
         .where(table.c.rider_id == rider_id, table.c.needs_reconnect_since.is_(None))
-        .values(needs_reconnect_since=now())
+        .values(needs_reconnect_since=now)
     )
 
 

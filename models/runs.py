@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from .schema import kv, now, sync_run
+from .schema import kv, sync_run
 
 
-def create_run(conn: Connection, kind: str, trigger: str, dry_run: bool = False) -> int:
-    """Start a sync_run row and return its id."""
+def create_run(
+    conn: Connection, kind: str, trigger: str, *, now: datetime, dry_run: bool = False
+) -> int:
+    """Start a sync_run row (started `now`) and return its id."""
     result = conn.execute(
         sync_run.insert().values(
-            kind=kind, trigger=trigger, started_at=now(), status="running", dry_run=dry_run
+            kind=kind, trigger=trigger, started_at=now, status="running", dry_run=dry_run
         )
     )
     return result.inserted_primary_key[0]
@@ -28,20 +32,20 @@ def update_run(conn: Connection, run_id: int, **values) -> None:
     conn.execute(sync_run.update().where(sync_run.c.id == run_id).values(**values))
 
 
-def add_to_run(conn: Connection, run_id: int, **increments: int) -> None:
+def add_to_run(conn: Connection, run_id: int, *, now: datetime, **increments: int) -> None:
     """Add to a sync_run's counters atomically (many rider jobs report into one run)."""
     values = {name: getattr(sync_run.c, name) + n for name, n in increments.items()}
-    values["progress_at"] = now()  # the recovery pass closes runs that stop reporting
+    values["progress_at"] = now  # the recovery pass closes runs that stop reporting
     conn.execute(sync_run.update().where(sync_run.c.id == run_id).values(**values))
 
 
-def finish_run_if_complete(conn: Connection, run_id: int) -> None:
+def finish_run_if_complete(conn: Connection, run_id: int, *, now: datetime) -> None:
     """Close a run once every planned rider is done: 'partial' if any was deferred or waited."""
     run = get_run(conn, run_id)
     if run is None or run.status != "running" or run.riders_done < run.riders_planned:
         return
     partial = run.riders_deferred or run.riders_rescheduled
-    update_run(conn, run_id, status="partial" if partial else "done", finished_at=now())
+    update_run(conn, run_id, status="partial" if partial else "done", finished_at=now)
 
 
 def running_runs(conn: Connection):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -190,11 +190,6 @@ ACTIVITY_FIELDS = (
     "name", "sport_type", "start_date", "start_date_local", "timezone", "distance", "moving_time",
     "elapsed_time", "total_elevation_gain", "private", "manual", "trainer", "commute",
 )  # fmt: skip
-
-
-def now() -> datetime:
-    """The current time in UTC."""
-    return datetime.now(UTC)
 
 
 def make_engine(url: str) -> Engine:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import models
 from services import Services
@@ -75,11 +75,11 @@ def diff(
 def apply(svc: Services, conn, connection, changes: Changes) -> None:
     """Write the changes and, when there were any, recompute the rider's Eddington numbers."""
     for values in changes.created + changes.updated:
-        models.upsert_activity(conn, connection.rider_id, values)
+        models.upsert_activity(conn, connection.rider_id, values, now=svc.now())
     for activity_id in changes.deleted:
         models.delete_activity(conn, activity_id, connection.athlete_id)
     if changes:
-        eddington.store_numbers(conn, connection.rider_id, svc.config["EDDINGTON_SPORT_TYPES"])
+        eddington.store_numbers(conn, connection.rider_id, svc.settings.eddington_sport_types)
 
 
 @dataclass
@@ -192,13 +192,11 @@ def repair_rider(svc: Services, rider_id: int, *, dry_run: bool = False) -> Repa
     """Make the rider's activities in the lookback window equal Strava's; raises NoPermit."""
     with svc.engine.connect() as conn:
         connection = models.get_connection(conn, rider_id)
-    now = datetime.fromtimestamp(svc.clock(), UTC)
-    after = lookback_start(
-        now, connection.last_reconciled_at, svc.config["RECONCILE_LOOKBACK_DAYS"]
-    )
+    now = svc.now()
+    after = lookback_start(now, connection.last_reconciled_at, svc.settings.reconcile_lookback_days)
     token = access_token(svc, rider_id)
     repair = Repair()
-    listed_at = models.now()  # fetched_at uses the same clock: a later fetch is newer than this
+    listed_at = svc.now()  # fetched_at uses the same clock: a later fetch is newer than this
     listed = _list_all(svc, token, connection.scope, repair, after=int(after.timestamp()))
     theirs = _owned(listed, connection.athlete_id)
     with svc.engine.begin() as conn:
@@ -229,7 +227,7 @@ def backfill_page(svc: Services, rider_id: int, floor: int | None) -> tuple[bool
         return True, Repair()  # finished earlier: a re-run of the job changes nothing
     before = connection.backfill_before or int(svc.clock()) + 1
     token = access_token(svc, rider_id)
-    listed_at = models.now()
+    listed_at = svc.now()
     # No `after`: with it Strava lists oldest first, and the cursor walks newest to oldest.
     batch = svc.client.list_activities(token, before=before, per_page=PER_PAGE)
     theirs = _owned(batch, connection.athlete_id)
@@ -245,5 +243,5 @@ def backfill_page(svc: Services, rider_id: int, floor: int | None) -> tuple[bool
         )
         apply(svc, conn, connection, changes)
         cursor = 0 if finished else oldest
-        models.update_connection(conn, rider_id, backfill_before=cursor, last_sync=models.now())
+        models.update_connection(conn, rider_id, backfill_before=cursor, last_sync=svc.now())
     return finished, Repair(changes=changes, requests=1)

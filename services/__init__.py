@@ -1,8 +1,9 @@
 """The long-lived parts one process shares: database, Redis, queues, Strava client, rate budget.
 
-`build(config)` makes a `Services` from a configuration mapping; `from_environment()` does so from
-the environment, as an `rq worker` process needs. Nothing here knows about Flask: the web app keeps
-its `Services` in `app.extensions` (see `extension.py`), and jobs find theirs with `current()`.
+`build(settings, clock)` makes a `Services` from the settings (`config.Settings`) and the one clock
+every part reads; `from_environment()` does so from the environment, as an `rq worker` needs.
+Nothing here knows about Flask: the web app keeps its `Services` in `app.extensions` (see
+`extension.py`), and jobs find theirs with `current()`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,16 +40,20 @@ INSTANCE_PATH = str(Path(__file__).resolve().parent.parent / "instance")  # as t
 class Services:
     """Everything a request or a job needs, built once from the configuration."""
 
-    config: dict
+    settings: config.Settings
     engine: Engine
     redis: redis.Redis
     inline: bool
     cipher: TokenCipher
     budget: RateBudget
     client: StravaClient
-    clock: Callable[[], float] = time.time
+    clock: Callable[[], float] = time.time  # epoch seconds; the only time source in production
     runner: Any = field(default=None, repr=False)  # inline mode's worker thread, once started
     _subscription: tuple[float, int | None] = (0.0, None)
+
+    def now(self) -> datetime:
+        """The clock's time as a UTC datetime (what every stored timestamp is stamped with)."""
+        return datetime.fromtimestamp(self.clock(), UTC)
 
     def queue(self, name: str) -> Queue:
         """One of the RQ queues ("strava", "reconcile")."""
@@ -57,7 +63,7 @@ class Services:
         """Our push subscription's id, if known (cached for half a minute)."""
         fetched, value = self._subscription
         if time.monotonic() - fetched > SUBSCRIPTION_CACHE:
-            value = self.config.get("STRAVA_SUBSCRIPTION_ID")
+            value = self.settings.strava_subscription_id
             with self.engine.connect() as conn:
                 value = models.get_setting(conn, "subscription_id") or value
             value = int(value) if value else None
@@ -87,45 +93,54 @@ def _fake_redis() -> redis.Redis:
     return fakeredis.FakeRedis(server=fakeredis.FakeServer())
 
 
-def build(settings: dict) -> Services:
-    """Connect the parts named by the configuration (nothing is contacted until first use)."""
-    inline = not settings.get("REDIS_URL")
-    conn = _fake_redis() if inline else connect_redis(settings["REDIS_URL"])
-    clock = settings.get("CLOCK") or time.time
-    budget = RateBudget(
+def make_budget(settings: config.Settings, conn: redis.Redis, clock, **options) -> RateBudget:
+    """The shared rate budget, started from the configured limits (`options`: RateBudget's)."""
+    return RateBudget(
         conn,
-        limits=settings["STRAVA_RATE_LIMITS"],
-        read_limits=settings["STRAVA_READ_RATE_LIMITS"],
-        reserve=settings["RECONCILE_RESERVE"],
-        min_share=settings.get("RECONCILE_MIN_SHARE", 0.0),
+        limits=settings.strava_rate_limits,
+        read_limits=settings.strava_read_rate_limits,
+        reserve=settings.reconcile_reserve,
+        min_share=settings.reconcile_min_share,
         clock=clock,
+        **options,
     )
+
+
+def build(settings: config.Settings, clock: Callable[[], float] = time.time) -> Services:
+    """Connect the parts the settings name (nothing is contacted until first use)."""
+    inline = not settings.redis_url
+    conn = _fake_redis() if inline else connect_redis(settings.redis_url)
+    budget = make_budget(settings, conn, clock)
     client = StravaClient(
-        api_url=settings["STRAVA_API_URL"],
-        oauth_url=settings["STRAVA_OAUTH_URL"],
-        client_id=settings["STRAVA_CLIENT_ID"],
-        client_secret=settings["STRAVA_CLIENT_SECRET"],
+        api_url=settings.strava_api_url,
+        oauth_url=settings.strava_oauth_url,
+        client_id=settings.strava_client_id,
+        client_secret=settings.strava_client_secret,
         budget=budget,
     )
     return Services(
-        config=settings,
-        engine=models.make_engine(settings["DATABASE_URL"]),
+        settings=settings,
+        engine=models.make_engine(settings.database_url),
         redis=conn,
         inline=inline,
-        cipher=TokenCipher(settings["TOKEN_ENCRYPTION_KEY"]),
+        cipher=TokenCipher(settings.token_encryption_key),
         budget=budget,
         client=client,
         clock=clock,
     )
 
 
-def from_environment() -> Services:
-    """Services from the environment (and a `.env` file, as `flask` reads for the web app)."""
-    config.read_dotenv()
+def load_settings(**changes) -> config.Settings:
+    """This process's settings (`.env`, then the environment); StartupError in one sentence."""
     try:
-        return build(config.from_environ(instance_path=INSTANCE_PATH))
+        return config.override(config.load(INSTANCE_PATH), **changes)
     except config.ConfigError as exc:
         raise StartupError(str(exc)) from None
+
+
+def from_environment() -> Services:
+    """Services from the environment (and a `.env` file, as `flask` reads for the web app)."""
+    return build(load_settings())
 
 
 _bound: ContextVar[Services | None] = ContextVar("strava_sync_services", default=None)

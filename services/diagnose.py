@@ -15,7 +15,7 @@ import redis
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from config import ConfigError
+from config import ConfigError, Settings
 from models.revision import MigrationError, check_at_head, current
 
 INIT_DB = "run flask --app app init-db"
@@ -46,16 +46,27 @@ def _where(url: str | None, default_port: int) -> str:
     return f"{parts.hostname or 'localhost'}:{port}"
 
 
-def _database(exc: SQLAlchemyError, url: str | None) -> tuple[str, str]:
+def tables_missing(settings: Settings | None) -> str:
+    """The sentence for an empty database, saying which database and which `.env` (if any)."""
+    if settings is None:
+        return f"tables missing: {INIT_DB}"
+    source = settings.dotenv_path or "no .env file"
+    return (
+        f"tables missing in the {settings.describe_database()} (settings from {source}): {INIT_DB}"
+    )
+
+
+def _database(exc: SQLAlchemyError, settings: Settings | None) -> tuple[str, str]:
     """(what a public answer may say, the operator's sentence) for a database failure."""
     text = str(getattr(exc, "orig", None) or exc)
+    url = settings and settings.database_url
     if found := _MISSING_DB.search(text):
         sentence = (
             f"DATABASE_URL: database {found.group(1)} does not exist: create it, or fix the name"
         )
         return "the database does not exist", sentence
     if _MISSING_TABLE.search(text):
-        return "tables missing", f"tables missing: {INIT_DB}"
+        return "tables missing", tables_missing(settings)
     if found := _PASSWORD.search(text):
         return (
             "password refused",
@@ -87,38 +98,38 @@ def _redis(exc: redis.RedisError, url: str | None) -> tuple[str, str]:
     return f"it answered {type(exc).__name__}", f"REDIS_URL: Redis answered {type(exc).__name__}"
 
 
-def _diagnose(exc: BaseException, settings: dict) -> tuple[str, str] | None:
+def _diagnose(exc: BaseException, settings: Settings | None) -> tuple[str, str] | None:
     if isinstance(exc, ConfigError | StartupError):
         return "the configuration is refused", str(exc)
     if isinstance(exc, MigrationError):
         return "the database schema does not match this code", str(exc)
     if isinstance(exc, SQLAlchemyError):
-        return _database(exc, settings.get("DATABASE_URL"))
+        return _database(exc, settings)
     if isinstance(exc, redis.RedisError):
-        return _redis(exc, settings.get("REDIS_URL"))
+        return _redis(exc, settings and settings.redis_url)
     return None
 
 
-def explain(exc: BaseException, settings: dict | None = None) -> str | None:
+def explain(exc: BaseException, settings: Settings | None = None) -> str | None:
     """One sentence for a failure we know, or None for one we do not (for the log, CLI, /admin)."""
-    found = _diagnose(exc, settings or {})
+    found = _diagnose(exc, settings)
     return found[1] if found else None
 
 
 def public_reason(exc: BaseException) -> str:
     """What a public answer may say about a failure: its kind, never a value, host, port or user."""
-    found = _diagnose(exc, {})
+    found = _diagnose(exc, None)
     return found[0] if found else "an unexpected error"
 
 
 KNOWN = (ConfigError, StartupError, MigrationError, SQLAlchemyError, redis.RedisError)
 
 
-def check_database(engine: Engine, settings: dict) -> str | None:
+def check_database(engine: Engine, settings: Settings) -> str | None:
     """What is wrong with the database (down, missing, not at the needed revision), or None."""
     try:
         if current(engine) is None:
-            return f"tables missing: {INIT_DB}"
+            return tables_missing(settings)
         check_at_head(engine)
     except KNOWN as exc:
         return explain(exc, settings)

@@ -137,10 +137,15 @@ def names_application(exc: StravaError) -> bool:
 
 
 def application_refused(svc, exc: StravaError) -> CredentialsRefused:
-    """Record that Strava refused our application (status names it) and say so in one sentence."""
-    log.error("Strava refused our application's credentials: %s", exc)
+    """Log and flag (for `strava status` and /admin) Strava's refusal of our application."""
+    log.error(
+        "Strava refused this application's credentials (%s): check STRAVA_CLIENT_ID and "
+        "STRAVA_CLIENT_SECRET",
+        exc,
+    )
     with svc.engine.begin() as conn:
-        models.set_setting(conn, CREDENTIALS_REFUSED, models.now().isoformat())
+        at = svc.now().isoformat()
+        models.set_setting(conn, CREDENTIALS_REFUSED, at)
     return CredentialsRefused(
         f"Strava refused this application ({exc}); check STRAVA_CLIENT_ID and STRAVA_CLIENT_SECRET",
         exc.status,
@@ -153,7 +158,7 @@ def _refresh_refused(svc, rider_id: int, exc: StravaError):
     if names_application(exc):
         raise application_refused(svc, exc) from None
     with svc.engine.begin() as conn:
-        models.mark_needs_reconnect(conn, rider_id)
+        models.mark_needs_reconnect(conn, rider_id, now=svc.now())
     log.warning("rider %s: Strava refused the refresh token; the rider must reconnect", rider_id)
     raise ReconnectNeeded(
         f"rider {rider_id}: Strava refused the refresh token; the rider must reconnect",

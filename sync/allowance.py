@@ -20,7 +20,7 @@ PREFIX = "strava-sync:allowance"
 
 
 def _day(svc: Services) -> str:
-    return datetime.fromtimestamp(svc.clock(), UTC).strftime("%Y-%m-%d")
+    return svc.now().strftime("%Y-%m-%d")
 
 
 def _key(kind: str, athlete_id: int) -> str:
@@ -34,12 +34,12 @@ def take(svc: Services, athlete_id: int) -> bool:
     pipe.incr(key)
     pipe.expire(key, 2 * 86400)
     used, _ = pipe.execute()
-    return used <= svc.config["UNKNOWN_FETCH_ALLOWANCE"]
+    return used <= svc.settings.unknown_fetch_allowance
 
 
 def spent(svc: Services, athlete_id: int) -> bool:
     """Whether the athlete's fetches for today are all spent (a create then waits at once)."""
-    return used_today(svc, athlete_id) >= svc.config["UNKNOWN_FETCH_ALLOWANCE"]
+    return used_today(svc, athlete_id) >= svc.settings.unknown_fetch_allowance
 
 
 def used_today(svc: Services, athlete_id: int) -> int:

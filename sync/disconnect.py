@@ -34,7 +34,7 @@ def revoke_at_strava(svc, rider_id: int) -> bool:
     """
     try:
         token = tokens.access_token(svc, rider_id)
-        if svc.config.get("STRAVA_REVOKE_ENDPOINT") == "revoke":
+        if svc.settings.strava_revoke_endpoint == "revoke":
             svc.client.revoke(token)
         else:
             svc.client.deauthorize(token)
@@ -57,7 +57,7 @@ def disconnect(svc, rider_id: int) -> Disconnected:
         return Disconnected(0, revoked=False)
     revoked = row.refresh_token is not None and revoke_at_strava(svc, rider_id)
     with svc.engine.begin() as conn:
-        deleted = models.deauthorize(conn, rider_id)
+        deleted = models.deauthorize(conn, rider_id, now=svc.now())
         models.update_connection(conn, rider_id, needs_reconnect_since=None)
     log.info("rider %s disconnected: %d activities purged", rider_id, deleted)
     return Disconnected(deleted, revoked)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
 import sqlalchemy as sa
@@ -44,14 +44,10 @@ class Invite:
     rider_id: int
 
 
-def now(svc: Services) -> datetime:
-    """The services' clock as a UTC datetime."""
-    return datetime.fromtimestamp(svc.clock(), UTC)
-
-
-def serializer(settings) -> URLSafeTimedSerializer:
-    key = settings.get("SECRET_KEY")
-    if not key or not config.secret_key_set(settings):
+def serializer(settings: config.Settings) -> URLSafeTimedSerializer:
+    """The invite signer, keyed by SECRET_KEY; NoSecretKey when that was invented, not chosen."""
+    key = settings.secret_key
+    if not key or settings.secret_key_generated:
         raise NoSecretKey(
             "SECRET_KEY is not set: set it to a long random value (the same for every web "
             "process) before issuing or accepting invites"
@@ -59,11 +55,11 @@ def serializer(settings) -> URLSafeTimedSerializer:
     return URLSafeTimedSerializer(key, salt=SALT)
 
 
-def public_base(config) -> str:
+def public_base(settings: config.Settings) -> str:
     """Where riders reach the web app: PUBLIC_URL, else the origin of STRAVA_CALLBACK_URL."""
-    if config.get("PUBLIC_URL"):
-        return config["PUBLIC_URL"].rstrip("/")
-    callback = config.get("STRAVA_CALLBACK_URL")
+    if settings.public_url:
+        return settings.public_url
+    callback = settings.strava_callback_url
     if not callback:
         raise InviteError("set PUBLIC_URL (or STRAVA_CALLBACK_URL) so the invite link has a host")
     parts = urlsplit(callback)
@@ -72,11 +68,11 @@ def public_base(config) -> str:
 
 def issue(svc: Services, rider_id: int, hours: float = DEFAULT_HOURS) -> str:
     """Store a new invite for an existing rider and return its signed token."""
-    signer = serializer(svc.config)
+    signer = serializer(svc.settings)
     with svc.engine.begin() as conn:
         if models.get_rider(conn, rider_id) is None:
             raise InviteError(f"there is no rider {rider_id}")
-        nonce = _store(conn, rider_id, now(svc), hours)
+        nonce = _store(conn, rider_id, svc.now(), hours)
     return signer.dumps({"nonce": nonce, "rider": rider_id})
 
 
@@ -85,13 +81,13 @@ def issue_new(svc: Services, name: str, hours: float = DEFAULT_HOURS) -> tuple[i
 
     The way in for a club's first riders when connecting needs an invite.
     """
-    signer = serializer(svc.config)
+    signer = serializer(svc.settings)
     name = " ".join(name.split())
     if not name or len(name) > MAX_NAME:
         raise InviteError(f"a new rider needs a name of 1 to {MAX_NAME} characters")
     with svc.engine.begin() as conn:
-        rider_id = models.create_rider(conn, name)
-        nonce = _store(conn, rider_id, now(svc), hours)
+        rider_id = models.create_rider(conn, name, now=svc.now())
+        nonce = _store(conn, rider_id, svc.now(), hours)
     return rider_id, signer.dumps({"nonce": nonce, "rider": rider_id})
 
 
@@ -119,7 +115,7 @@ def verify(svc: Services, token: str) -> Invite:
     The row, not the signature's timestamp, holds the expiry: each invite has its own lifetime.
     """
     try:
-        data = serializer(svc.config).loads(token)
+        data = serializer(svc.settings).loads(token)
     except BadSignature:
         raise InviteError("this invite link is not valid; ask the club for a new one") from None
     if not isinstance(data, dict) or not isinstance(data.get("nonce"), str):
@@ -132,7 +128,7 @@ def verify(svc: Services, token: str) -> Invite:
         raise InviteError("this invite is for a rider we do not know; ask the club for a new one")
     if row.used_at is not None:
         raise InviteError("this invite has already been used; ask the club for a new one")
-    if row.expires_at <= now(svc):
+    if row.expires_at <= svc.now():
         raise InviteError("this invite has expired; ask the club for a new one")
     return Invite(row.id, row.rider_id)
 

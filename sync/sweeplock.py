@@ -48,7 +48,7 @@ def refusal(svc, trigger: str, now: datetime) -> dict | None:
         return None
     if run.status == "running":
         return {"run_id": run.id, "already_running": True, "dry_run": False}
-    hours = svc.config.get("RECONCILE_MIN_INTERVAL_HOURS", 12)
+    hours = svc.settings.reconcile_min_interval_hours
     if trigger == "cron" and hours and run.started_at > now - timedelta(hours=hours):
         return {"run_id": run.id, "too_soon": True, "dry_run": False}
     return None

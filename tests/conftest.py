@@ -7,8 +7,10 @@ are dropped and recreated for each test).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import flask
@@ -19,6 +21,7 @@ from rq import Queue, SimpleWorker
 from rq.job import Job
 from rq.registry import ScheduledJobRegistry
 
+import config
 import models
 import services
 from app import create_app
@@ -36,17 +39,7 @@ REAL_DATABASE = os.environ.get("TEST_DATABASE_URL")
 VERIFY_TOKEN = "test-verify-token"
 RECOVERY = "recovery-"  # the recovery pass's own recurring job: never promoted by these helpers
 CRON_SECRET = "test-cron-secret"
-ENV_NAMES = (
-    "STRAVA_CLIENT_ID", "STRAVA_CLIENT_SECRET", "STRAVA_VERIFY_TOKEN", "STRAVA_API_URL",
-    "STRAVA_OAUTH_URL", "STRAVA_CALLBACK_URL", "STRAVA_SUBSCRIPTION_ID", "DATABASE_URL",
-    "REDIS_URL", "CRON_SECRET", "TOKEN_ENCRYPTION_KEY", "STRAVA_RATE_LIMITS",
-    "STRAVA_READ_RATE_LIMITS", "RECONCILE_RESERVE", "RECONCILE_LOOKBACK_DAYS",
-    "EDDINGTON_SPORT_TYPES", "CLUB_NAME", "LEADERBOARD_PUBLIC", "ADMIN_ATHLETE_IDS",
-    "STRAVA_REVOKE_ENDPOINT", "SECRET_KEY", "PUBLIC_URL", "CONNECT_REQUIRES_INVITE",
-    "UNKNOWN_FETCH_ALLOWANCE", "INLINE_WORKER",
-    "RECONCILE_MIN_SHARE", "VERIFY_HISTORY_DAYS", "CREATE_FETCH_DELAY_SECONDS",
-    "RECONNECT_GRACE_DAYS", "EVENT_RETENTION_DAYS", "RECONCILE_MIN_INTERVAL_HOURS",
-)  # fmt: skip
+ENV_NAMES = config.ENV_NAMES  # every variable the app reads, from config.Settings
 
 
 _apps: list = []
@@ -78,6 +71,8 @@ def clean_environment(monkeypatch):
     for name in ENV_NAMES:
         monkeypatch.delenv(name, raising=False)
     yield
+    for name in ENV_NAMES:  # set by a `.env` a test wrote (monkeypatch restores the rest)
+        os.environ.pop(name, None)
     while _apps:
         _apps.pop().extensions["strava_sync"].close()
 
@@ -111,7 +106,7 @@ def make_app(database_url: str, sim: StravaSim | None = None, *, init_db=True, *
     """
     settings = {
         "TESTING": True,
-        "SECRET_KEY": "test",
+        "SECRET_KEY": "conftest-session-key-7Qm2Xv9Lp4Rz8Wn3",
         "DATABASE_URL": database_url,
         "REDIS_URL": REAL_REDIS,
         "INLINE_WORKER": False,
@@ -127,7 +122,8 @@ def make_app(database_url: str, sim: StravaSim | None = None, *, init_db=True, *
             STRAVA_OAUTH_URL=sim.oauth_url,
         )
     settings.update(overrides)
-    app = create_app(settings)
+    clock = settings.pop("CLOCK", None) or time.time  # the one clock every part reads
+    app = create_app(settings, clock)
     svc = app.extensions["strava_sync"]
     if REAL_REDIS and settings["REDIS_URL"] == REAL_REDIS:
         svc.redis.flushdb()
@@ -135,6 +131,14 @@ def make_app(database_url: str, sim: StravaSim | None = None, *, init_db=True, *
         models.init_db(svc.engine)
     _apps.append(app)
     return app
+
+
+def configure(app_or_svc, **fields):
+    """Replace settings (by field name) of a running app or services, as a new Settings."""
+    svc = getattr(app_or_svc, "extensions", {}).get("strava_sync", app_or_svc)
+    svc.settings = dataclasses.replace(svc.settings, **fields)
+    if "secret_key" in fields and hasattr(app_or_svc, "config"):
+        app_or_svc.config["SECRET_KEY"] = fields["secret_key"]
 
 
 @pytest.fixture
@@ -215,8 +219,8 @@ def connect_rider(app, sim: StravaSim, name=("Ada", "Lovelace"), scope="read,act
     stored = {k: svc.cipher.encrypt(tokens[k]) for k in ("access_token", "refresh_token")}
     stored["expires_at"] = tokens["expires_at"]
     with svc.engine.begin() as conn:
-        rider_id = models.create_rider(conn, " ".join(name))
-        models.save_connection(conn, rider_id, athlete_id, stored, scope)
+        rider_id = models.create_rider(conn, " ".join(name), now=svc.now())
+        models.save_connection(conn, rider_id, athlete_id, stored, scope, now=svc.now())
         models.update_connection(conn, rider_id, backfill_before=0)
     return rider_id, athlete_id
 

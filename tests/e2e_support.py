@@ -23,6 +23,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import flask
@@ -211,7 +212,7 @@ class Stack:
             STRAVA_VERIFY_TOKEN=self.verify_token,
             CRON_SECRET=self.cron_secret,
             TOKEN_ENCRYPTION_KEY=self.key,
-            SECRET_KEY="e2e-secret-key",  # shared by both gunicorn workers, as in production
+            SECRET_KEY="e2e-secret-key-Hq7Vb2Nc9Xw4Lz6Rt",  # one for every process, as deployed
             CREATE_FETCH_DELAY_SECONDS="0",  # the tests wait for fetches in real time
             PYTHONUNBUFFERED="1",  # logs reach the files as they happen
         )
@@ -338,8 +339,8 @@ class Stack:
         stored = {k: self.cipher.encrypt(tokens[k]) for k in ("access_token", "refresh_token")}
         stored["expires_at"] = tokens["expires_at"]
         with self.engine.begin() as conn:
-            rider_id = models.create_rider(conn, f"{firstname} {lastname}")
-            models.save_connection(conn, rider_id, athlete_id, stored, scope)
+            rider_id = models.create_rider(conn, f"{firstname} {lastname}", now=datetime.now(UTC))
+            models.save_connection(conn, rider_id, athlete_id, stored, scope, now=datetime.now(UTC))
             models.update_connection(conn, rider_id, backfill_before=0)  # no history to read
         return rider_id, athlete_id
 
@@ -348,7 +349,9 @@ class Stack:
         with self.engine.begin() as conn:
             for detail in self.sim.activities(self.athlete_of(rider_id)):
                 if detail["id"] in activity_ids:
-                    models.upsert_activity(conn, rider_id, parse_activity(detail))
+                    models.upsert_activity(
+                        conn, rider_id, parse_activity(detail), now=datetime.now(UTC)
+                    )
 
     def athlete_of(self, rider_id: int) -> int:
         with self.engine.connect() as conn:

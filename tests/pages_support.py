@@ -39,8 +39,8 @@ def add_ride(svc, rider_id: int, athlete_id: int, activity_id: int, km: float, d
         "commute": False,
     }  # fmt: skip
     with svc.engine.begin() as conn:
-        models.upsert_activity(conn, rider_id, values)
-        eddington.store_numbers(conn, rider_id, svc.config["EDDINGTON_SPORT_TYPES"])
+        models.upsert_activity(conn, rider_id, values, now=svc.now())
+        eddington.store_numbers(conn, rider_id, svc.settings.eddington_sport_types)
 
 
 def connection(svc, rider_id: int):

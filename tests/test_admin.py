@@ -6,7 +6,7 @@ import re
 
 import pytest
 import sqlalchemy as sa
-from conftest import connect_rider, make_app
+from conftest import configure, connect_rider, make_app
 from pages_support import post, sign_in
 
 import models
@@ -30,7 +30,7 @@ def board(database_url, sim, clock):
     """(app, client) with a signed-in admin."""
     app = make_app(database_url, sim, CLOCK=lambda: clock[0])
     rider, athlete = connect_rider(app, sim, name=("Oper", "Ator"))
-    app.config["ADMIN_ATHLETE_IDS"] = frozenset({athlete})
+    configure(app, admin_athlete_ids=frozenset({athlete}))
     client = app.test_client()
     sign_in(client, rider)
     return app, client
@@ -50,7 +50,7 @@ def test_admin_refuses_visitors_with_a_403_page(client):
 
 def test_admin_refuses_a_rider_not_listed(app, client, sim):
     rider, _ = connect_rider(app, sim)
-    app.config["ADMIN_ATHLETE_IDS"] = frozenset({1})
+    configure(app, admin_athlete_ids=frozenset({1}))
     sign_in(client, rider)
     assert client.get("/admin").status_code == 403
     assert "Operator dashboard" not in text(client.get("/me"))
@@ -105,7 +105,7 @@ def test_invite_form_issues_a_link_for_a_rider(board, sim):
     app, client = board
     svc = app.extensions["strava_sync"]
     with svc.engine.begin() as conn:
-        member = models.create_rider(conn, "Club Member")
+        member = models.create_rider(conn, "Club Member", now=svc.now())
     form = text(client.get("/admin"))
     assert '<label for="rider_id">Rider</label>' in form and '<label for="hours">' in form
     response = post(client, "/admin/invites", {"rider_id": str(member), "hours": "48"})
@@ -130,7 +130,7 @@ def test_invite_form_refuses_bad_input(board, form, code):
     app, client = board
     svc = app.extensions["strava_sync"]
     with svc.engine.begin() as conn:
-        member = models.create_rider(conn, "Club Member")
+        member = models.create_rider(conn, "Club Member", now=svc.now())
     form = {k: v.replace("RIDER", str(member)) for k, v in form.items()}
     response = post(client, "/admin/invites", form)
     assert response.status_code == code and "<!doctype html>" in text(response)
@@ -141,7 +141,7 @@ def test_invite_needs_the_csrf_token_and_an_admin(board, database_url, sim):
     app, client = board
     svc = app.extensions["strava_sync"]
     with svc.engine.begin() as conn:
-        member = models.create_rider(conn, "Club Member")
+        member = models.create_rider(conn, "Club Member", now=svc.now())
     assert post(client, "/admin/invites", {"rider_id": str(member)}, csrf="x").status_code == 403
     outsider = app.test_client()
     sign_in(outsider, member)

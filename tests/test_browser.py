@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from conftest import connect_rider, run_jobs
+from conftest import configure, connect_rider, run_jobs
 
 import models
 from jobs import backfill
@@ -155,8 +155,8 @@ def test_browser_walks_connect_me_leaderboard_admin_and_disconnect(app, svc, sim
             start_date=now - timedelta(days=day + 1, hours=3),
             event=False,
         )
-    svc.config["ADMIN_ATHLETE_IDS"] = frozenset({athlete})
-    svc.config["CLUB_NAME"] = "Loopback Randonneurs"
+    configure(svc, admin_athlete_ids=frozenset({athlete}))
+    configure(svc, club_name="Loopback Randonneurs")
 
     browser.get(live.url + "/")
     assert browser.find_element(By.TAG_NAME, "h1").text == "Loopback Randonneurs"

@@ -85,17 +85,17 @@ def _no_work_run(svc):
 def _stuck_event(svc):
     table = models.webhook_event
     with svc.engine.begin() as conn:
-        hours_ago = models.now() - timedelta(hours=7)
+        hours_ago = svc.now() - timedelta(hours=7)
         conn.execute(table.update().values(status="queued", received_at=hours_ago))
         # A fresh event too, so the "no event for 24 h" warning is not what fails the check.
         fields = {**event(1, 2, aspect="update"), "updates": {}}
-        fresh, _, _ = models.store_event(conn, fields, None)
-        models.set_event_status(conn, [fresh], "done")
+        fresh, _, _ = models.store_event(conn, fields, None, now=svc.now())
+        models.set_event_status(conn, [fresh], "done", now=svc.now())
 
 
 def _needs_reconnect(svc):
     with svc.engine.begin() as conn:
-        models.mark_needs_reconnect(conn, 1)
+        models.mark_needs_reconnect(conn, 1, now=svc.now())
 
 
 def _credentials_refused(svc):

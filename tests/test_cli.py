@@ -4,7 +4,7 @@ import json
 
 import pytest
 from clocks import mid_window_clock
-from conftest import LiveServer, connect_rider, event, make_app, run_jobs
+from conftest import LiveServer, configure, connect_rider, event, make_app, run_jobs
 
 import models
 
@@ -139,7 +139,7 @@ def test_show_warns_when_the_callback_differs_from_the_configured_one(database_u
     app.test_cli_runner().invoke(
         args=["strava", "subscription", "create", "--callback-url", callback(live)]
     )
-    app.config["STRAVA_CALLBACK_URL"] = "https://club.example/api/strava/webhook"
+    configure(app, strava_callback_url="https://club.example/api/strava/webhook")
     result = app.test_cli_runner().invoke(args=["strava", "subscription", "show"])
     assert result.exit_code == 0 and "Warning" in result.output
 
@@ -192,7 +192,7 @@ def test_status_after_some_work_in_text_and_json(frozen_app, frozen_live, sim):
     run_jobs(app)
     svc = app.extensions["strava_sync"]
     with svc.engine.begin() as conn:
-        models.deauthorize(conn, connect_rider(app, sim, name=("Gone", "Rider"))[0])
+        models.deauthorize(conn, connect_rider(app, sim, name=("Gone", "Rider"))[0], now=svc.now())
     runner.invoke(args=["strava", "reconcile", "--no-wait"])
     run_jobs(app)
 

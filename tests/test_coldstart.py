@@ -9,6 +9,7 @@ bench/coldstart.py measures the time.
 
 from __future__ import annotations
 
+import secrets
 import subprocess
 import sys
 from pathlib import Path
@@ -28,7 +29,10 @@ def loaded_modules(entry: str) -> set[str]:
         "PATH": "/usr/bin:/bin",
         "REDIS_URL": f"redis://127.0.0.1:{port}/0",
         "DATABASE_URL": f"postgresql://strava@127.0.0.1:{port}/strava",
-        "SECRET_KEY": "x" * 64,
+        "SECRET_KEY": secrets.token_urlsafe(32),
+        "STRAVA_CLIENT_ID": "4242",
+        "STRAVA_CLIENT_SECRET": secrets.token_hex(20),
+        "PUBLIC_URL": "https://club.example.org",
     }
     code = f"import sys; import {entry}; print(' '.join(sorted(sys.modules)))"
     done = subprocess.run(

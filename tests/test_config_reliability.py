@@ -7,15 +7,14 @@ import config
 
 def test_reliability_defaults():
     settings = config.from_environ({})
-    assert settings["RECONNECT_GRACE_DAYS"] == 30
-    assert settings["EVENT_RETENTION_DAYS"] == 30
-    assert settings["RECONCILE_MIN_INTERVAL_HOURS"] == 12
+    assert settings.reconnect_grace_days == 30
+    assert settings.event_retention_days == 30
+    assert settings.reconcile_min_interval_hours == 12
 
 
 def test_minimum_interval_may_be_zero():
     assert (
-        config.from_environ({"RECONCILE_MIN_INTERVAL_HOURS": "0"})["RECONCILE_MIN_INTERVAL_HOURS"]
-        == 0
+        config.from_environ({"RECONCILE_MIN_INTERVAL_HOURS": "0"}).reconcile_min_interval_hours == 0
     )
 
 

@@ -66,8 +66,8 @@ def _hold_truth(svc, sim, rider_id, athlete_id):
     """Copy the simulator's activities into our table, as a perfect sync would."""
     with svc.engine.begin() as conn:
         for activity in sim.activities(athlete_id):
-            models.upsert_activity(conn, rider_id, parse_activity(activity))
-        eddington.store_numbers(conn, rider_id, svc.config["EDDINGTON_SPORT_TYPES"])
+            models.upsert_activity(conn, rider_id, parse_activity(activity), now=svc.now())
+        eddington.store_numbers(conn, rider_id, svc.settings.eddington_sport_types)
 
 
 def _world(app, sim, scope=demo.FULL_SCOPE):
@@ -102,7 +102,7 @@ def test_check_consistency_finds_a_changed_field_and_eddington(app, svc, sim):
     renamed = dict(parse_activity(sim.activities(rider.athlete_id)[-1]), name="Tampered")
     assert renamed["id"] in ids
     with svc.engine.begin() as conn:
-        models.upsert_activity(conn, rider.rider_id, renamed)
+        models.upsert_activity(conn, rider.rider_id, renamed, now=svc.now())
         models.update_connection(conn, rider.rider_id, eddington_number_km=99)
     differences = demo.check_consistency(svc, sim, [rider])
     assert any(f"activity {renamed['id']} name is 'Tampered'" in d for d in differences)

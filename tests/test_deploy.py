@@ -1,6 +1,7 @@
 """Deployment files: Vercel's entry and config, the GitHub workflows, the Procfile."""
 
 import json
+import secrets
 import subprocess
 import sys
 from pathlib import Path
@@ -27,6 +28,10 @@ def test_vercel_entry_exposes_the_app(monkeypatch, tmp_path):
 
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path}/vercel.sqlite")
     monkeypatch.setenv("INLINE_OK", "1")  # this test's deployment runs inline on purpose
+    monkeypatch.setenv("SECRET_KEY", secrets.token_urlsafe(32))
+    monkeypatch.setenv("PUBLIC_URL", "https://club.example.org")
+    monkeypatch.setenv("STRAVA_CLIENT_ID", "4242")
+    monkeypatch.setenv("STRAVA_CLIENT_SECRET", "client-secret")
     spec = importlib.util.spec_from_file_location("vercel_entry", ROOT / "api" / "index.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -7,6 +7,7 @@ operator starts them; the admin commands run as subprocesses with the same envir
 import json
 import os
 import re
+import secrets
 import signal
 import subprocess
 import sys
@@ -61,7 +62,7 @@ def environment(tmp_path):
     env.update(PYTHONPATH=PYTHONPATH, PYTHONUNBUFFERED="1", TOKEN_ENCRYPTION_KEY=KEY)
     env.update(STRAVA_VERIFY_TOKEN="rehearsal", CRON_SECRET="rehearsal")
     env["CREATE_FETCH_DELAY_SECONDS"] = "0"  # as the guide's rehearsal sets it
-    env["SECRET_KEY"] = "rehearsal-session-key"  # the web processes must share it
+    env["SECRET_KEY"] = secrets.token_urlsafe(32)  # the web processes must share it
     env.pop("REDIS_URL", None)
     if REAL_DATABASE:
         engine = models.make_engine(normalise(REAL_DATABASE, ""))
@@ -96,7 +97,7 @@ def test_the_guide_rehearsed_against_flask_simulate(environment, tmp_path):
         # Terminal 2: the database, the web app, the workers.
         assert "Database ready" in flask(env, "init-db").stdout
         port = free_port()
-        app = f"http://127.0.0.1:{port}"
+        app = env["PUBLIC_URL"] = f"http://127.0.0.1:{port}"
         workers = "1" if "INLINE_OK" in env else "2"
         web = [str(BIN / "gunicorn"), "-w", workers, "-b", f"127.0.0.1:{port}", "wsgi:app"]
         processes.append(start(web, env, tmp_path / "web.log"))

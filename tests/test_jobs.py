@@ -262,7 +262,7 @@ def test_forged_revocation_changes_nothing(app, client, svc, sim):
 def test_events_after_revocation_are_ignored(app, client, svc, sim):
     rider, athlete = connect_rider(app, sim)
     with svc.engine.begin() as conn:
-        models.deauthorize(conn, rider)
+        models.deauthorize(conn, rider, now=svc.now())
     response = client.post("/api/strava/webhook", json=event(athlete, 77))
     assert response.get_json()["status"] == "ignored"
 

@@ -59,7 +59,11 @@ def no_traceback(result) -> bool:
             "DATABASE_URL: connection refused on 127.0.0.1:1: start PostgreSQL or fix the host "
             "and port",
         ),
-        ({}, "tables missing: run flask --app app init-db"),
+        (
+            {},
+            "tables missing in the SQLite file {tmp_path}/db.sqlite (settings from no .env file): "
+            "run flask --app app init-db",
+        ),
         (
             {"REDIS_URL": "http://127.0.0.1:6379"},
             "REDIS_URL starts with http://: use redis://host:6379/0 (or rediss:// for TLS)",
@@ -69,7 +73,7 @@ def no_traceback(result) -> bool:
 def test_the_cli_gives_one_sentence(tmp_path, env, sentence):
     result = run_flask(tmp_path, env, "strava", "status")
     assert result.returncode == 1
-    assert result.stderr.strip() == f"Error: {sentence}"
+    assert result.stderr.strip() == f"Error: {sentence.format(tmp_path=tmp_path)}"
     assert no_traceback(result) and "secret" not in result.stderr
 
 
@@ -126,56 +130,48 @@ def test_a_worker_validates_the_same_way(monkeypatch, tmp_path):
     assert raised.value.message == FERNET_HINT
 
 
+def deployable(tmp_path, **changes) -> dict[str, str]:
+    """What a deployed process needs (inline by choice), with `changes` on top."""
+    env = {
+        "DATABASE_URL": f"sqlite:///{tmp_path}/deployed.sqlite",
+        "INLINE_OK": "1",
+        "SECRET_KEY": "k4Jx9-wq2VbN7s0Lr8ZtYc3Hd6Mf1PgE",
+        "STRAVA_CLIENT_ID": "4242",
+        "STRAVA_CLIENT_SECRET": "client-secret",
+        "PUBLIC_URL": "https://club.example.org",
+    }
+    return {**env, **changes}
+
+
 def test_every_entry_point_reads_dotenv(monkeypatch, tmp_path):
     from app import deployed_app
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("INLINE_OK", raising=False)
-    (tmp_path / ".env").write_text(
-        f"DATABASE_URL=sqlite:///{tmp_path}/env.sqlite\nCRON_SECRET=from-dotenv\n"
-    )
-    monkeypatch.delenv("CRON_SECRET", raising=False)
+    lines = [f"{k}={v}" for k, v in deployable(tmp_path, CRON_SECRET="from-dotenv").items()]
+    (tmp_path / ".env").write_text("\n".join(lines) + "\n")
     app = deployed_app()
     try:
-        assert app.config["CRON_SECRET"] == "from-dotenv"
-        assert app.config["DATABASE_URL"] == f"sqlite:///{tmp_path}/env.sqlite"
+        settings = app.extensions["strava_sync"].settings
+        assert settings.cron_secret == "from-dotenv"
+        assert settings.database_url == f"sqlite:///{tmp_path}/deployed.sqlite"
+        assert settings.dotenv_path == str(tmp_path / ".env")
     finally:
         app.extensions["strava_sync"].close()
-        monkeypatch.delenv("CRON_SECRET", raising=False)
-        monkeypatch.delenv("DATABASE_URL", raising=False)
 
 
-def test_a_deployed_inline_process_warns_and_healthz_fails(database_url, caplog):
-    with caplog.at_level(logging.WARNING):
-        app = make_app(
-            database_url,
-            REDIS_URL=None,
-            DEPLOYED=True,
-            CRON_SECRET=None,
-            GENERATED_SECRET_KEY="test",
-        )
+def test_a_deployed_inline_process_says_so_to_the_admin_only(database_url, sim):
     from app import deployment_notes
 
+    app = make_app(
+        database_url, sim, REDIS_URL=None, deployed=True, INLINE_OK=True, CRON_SECRET=None
+    )
     svc = app.extensions["strava_sync"]
-    notes = deployment_notes(app.config, svc.inline)
-    response = app.test_client().get("/healthz")
-    assert response.status_code == 503
-    body = response.get_json()
-    assert (body["status"], body["mode"]) == ("degraded", "inline")
-    assert body["notes"] == notes and len(notes) == 4
-    assert notes[0].startswith("REDIS_URL is not set") and "INLINE_OK=1" in notes[0]
-    assert notes[1].startswith("CRON_SECRET is not set")
-    assert notes[2].startswith("STRAVA_CLIENT_ID is not set")
-    assert notes[3].startswith("SECRET_KEY is not set")
-
-
-def test_inline_ok_accepts_inline_mode(database_url, sim):
-    app = make_app(database_url, sim, REDIS_URL=None, DEPLOYED=True, INLINE_OK=True)
     response = app.test_client().get("/healthz")
     assert response.status_code == 200
-    assert response.get_json()["mode"] == "inline" and response.get_json()["notes"] == [
-        "REDIS_URL is not set: jobs run inside the web process (inline mode); set REDIS_URL "
-        "and start workers, or set INLINE_OK=1 to accept it"
+    assert response.get_json() == {"status": "ok", "db": "ok", "redis": "inline", "mode": "inline"}
+    assert deployment_notes(svc.settings, svc.inline) == [
+        "INLINE_OK=1: jobs run inside the web process (inline mode), not in workers",
+        "CRON_SECRET is not set: the nightly sweep endpoint refuses everyone",
     ]
 
 
@@ -183,13 +179,14 @@ def test_deployed_app_logs_each_problem_once(monkeypatch, tmp_path, caplog):
     from app import deployed_app
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path}/empty.sqlite")
+    for name, value in deployable(tmp_path).items():
+        monkeypatch.setenv(name, value)
     with caplog.at_level(logging.WARNING):
         app = deployed_app()
     app.extensions["strava_sync"].close()
     messages = [r.getMessage() for r in caplog.records]
-    assert "tables missing: run flask --app app init-db" in messages
-    assert sum(m.startswith("REDIS_URL is not set") for m in messages) == 1
+    assert sum(m.startswith("tables missing in the SQLite file") for m in messages) == 1
+    assert sum(m.startswith("INLINE_OK=1") for m in messages) == 1
 
 
 def test_healthz_and_cron_name_an_unreachable_database(app, client, svc, tmp_path, caplog):
@@ -250,9 +247,9 @@ def test_vercel_logs_a_bad_configurations_sentence(monkeypatch, tmp_path, caplog
 
 
 def test_a_good_key_list_is_accepted():
-    assert config.from_environ({"TOKEN_ENCRYPTION_KEY": f"{GOOD_KEY}, {GOOD_KEY}"})[
-        "TOKEN_ENCRYPTION_KEY"
-    ]
+    assert config.from_environ(
+        {"TOKEN_ENCRYPTION_KEY": f"{GOOD_KEY}, {GOOD_KEY}"}
+    ).token_encryption_key
 
 
 def test_help_with_a_bad_configuration_is_one_line_too(tmp_path):

@@ -116,7 +116,7 @@ def test_rider_id_is_a_400(client):
 
 def test_invite_links_an_existing_rider(app, client, svc, sim):
     with svc.engine.begin() as conn:
-        rider = models.create_rider(conn, "Club member")
+        rider = models.create_rider(conn, "Club member", now=svc.now())
     athlete = sim.add_athlete()
     query = f"?invite={invites.issue(svc, rider)}"
     assert authorize(client, sim, athlete, query=query).status_code == 200
@@ -136,7 +136,7 @@ def test_reconnecting_replaces_the_tokens(app, client, svc, sim):
 def test_athlete_linked_to_another_rider_is_a_409(app, client, svc, sim):
     rider, athlete = connect_rider(app, sim)
     with svc.engine.begin() as conn:
-        other = models.create_rider(conn, "Someone else")
+        other = models.create_rider(conn, "Someone else", now=svc.now())
     page = authorize(client, sim, athlete, query=f"?invite={invites.issue(svc, other)}")
     assert page.status_code == 409
     assert [c.rider_id for c in connections(svc)] == [rider]

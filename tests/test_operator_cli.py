@@ -98,7 +98,7 @@ def test_riders_and_leaderboard(app, runner, svc, sim):
     with svc.engine.begin() as conn:
         models.update_connection(conn, ada, eddington_number_km=12, eddington_number_miles=8)
         models.update_connection(conn, bob, eddington_number_km=9, eddington_number_miles=9)
-        models.deauthorize(conn, gone)
+        models.deauthorize(conn, gone, now=svc.now())
     riders = json.loads(runner.invoke(args=["strava", "riders", "--json"]).stdout)
     assert [(r["id"], r["state"], r["eddington_km"]) for r in riders] == [
         (ada, "current", 12),
@@ -143,7 +143,7 @@ def test_status_counts_riders_once_each_and_a_new_rider_is_current(app, runner, 
     new, _ = connect_rider(app, sim, name=("New", "Rider"))
     old, _ = connect_rider(app, sim, name=("Old", "Rider"))
     lost, _ = connect_rider(app, sim, name=("Lost", "Grant"))
-    long_ago = models.now().replace(year=2020)
+    long_ago = svc.now().replace(year=2020)
     with svc.engine.begin() as conn:
         models.update_connection(conn, old, connected_at=long_ago, last_reconciled_at=long_ago)
         models.update_connection(conn, lost, connected_at=long_ago, needs_reconnect_since=long_ago)

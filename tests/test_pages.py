@@ -93,7 +93,7 @@ def test_next_target_counts_the_days_still_needed():
 def test_me_offers_reconnect_when_the_connection_needs_it(app, client, svc, sim):
     rider, _ = connect_rider(app, sim)
     with svc.engine.begin() as conn:
-        models.update_connection(conn, rider, needs_reconnect_since=models.now())
+        models.update_connection(conn, rider, needs_reconnect_since=svc.now())
     sign_in(client, rider)
     body = text(client.get("/me"))
     assert "Needs reconnecting" in body
@@ -103,7 +103,7 @@ def test_me_offers_reconnect_when_the_connection_needs_it(app, client, svc, sim)
 def test_me_after_a_revocation_says_disconnected_and_offers_reconnect(app, client, svc, sim):
     rider, _ = connect_rider(app, sim)
     with svc.engine.begin() as conn:
-        models.deauthorize(conn, rider)
+        models.deauthorize(conn, rider, now=svc.now())
     sign_in(client, rider)
     body = text(client.get("/me"))
     assert "Disconnected" in body and "Reconnect with Strava" in body
@@ -241,7 +241,7 @@ def test_leaderboard_leaves_out_hidden_and_disconnected_riders(app, client, svc,
     ids = riders_with_rides(app, svc, sim, {"Shy": [20], "Gone": [30], "Open": [10]})
     with svc.engine.begin() as conn:
         models.set_leaderboard_hidden(conn, ids["Shy"], True)
-        models.deauthorize(conn, ids["Gone"])
+        models.deauthorize(conn, ids["Gone"], now=svc.now())
     body = text(client.get("/leaderboard"))
     assert "Open Rider" in body
     assert "Shy Rider" not in body and "Gone Rider" not in body
@@ -250,7 +250,7 @@ def test_leaderboard_leaves_out_hidden_and_disconnected_riders(app, client, svc,
 def test_leaderboard_rows_from_the_query(app, svc, sim):
     riders_with_rides(app, svc, sim, {"A": [2, 2, 1], "B": []})
     with svc.engine.connect() as conn:
-        rows = models.leaderboard(conn, svc.config["EDDINGTON_SPORT_TYPES"])
+        rows = models.leaderboard(conn, svc.settings.eddington_sport_types)
     assert [(r.name, r.miles, r.km, r.days_miles, r.days_km) for r in rows] == [
         ("A Rider", 1, 2, 2, 2),
         ("B Rider", 0, 0, 0, 0),
@@ -305,7 +305,7 @@ def test_qualifying_days_are_stored_with_the_numbers_and_counted_when_missing(ap
     assert (stored.eddington_days_miles, stored.eddington_days_km) == (2, 2)
     with svc.engine.begin() as conn:  # as a row written before revision 0003 holds them
         models.update_connection(conn, ids["A"], eddington_days_miles=None, eddington_days_km=None)
-        rows = models.leaderboard(conn, svc.config["EDDINGTON_SPORT_TYPES"])
+        rows = models.leaderboard(conn, svc.settings.eddington_sport_types)
     assert [(r.name, r.days_miles, r.days_km) for r in rows] == [
         ("C Rider", 4, 4),
         ("A Rider", 2, 2),
@@ -315,7 +315,7 @@ def test_qualifying_days_are_stored_with_the_numbers_and_counted_when_missing(ap
 def test_a_revocation_clears_the_qualifying_days(app, svc, sim):
     ids = riders_with_rides(app, svc, sim, {"A": [20, 20]})
     with svc.engine.begin() as conn:
-        models.deauthorize(conn, ids["A"])
+        models.deauthorize(conn, ids["A"], now=svc.now())
     row = connection(svc, ids["A"])
     assert (row.eddington_days_miles, row.eddington_days_km) == (None, None)
 
@@ -349,7 +349,7 @@ def test_attack_disconnect_of_a_rider_needing_reconnect_purges_without_calling_s
     rider, athlete = connect_rider(app, sim)
     add_ride(svc, rider, athlete, 700, km=30)
     with svc.engine.begin() as conn:
-        models.mark_needs_reconnect(conn, rider)
+        models.mark_needs_reconnect(conn, rider, now=svc.now())
     sign_in(client, rider)
     assert post(client, "/me/disconnect").status_code == 302
     assert sum(sim.requests.values()) == 0

@@ -9,10 +9,10 @@ from config import ConfigError, from_environ
 
 def test_pages_defaults():
     cfg = from_environ({})
-    assert cfg["CLUB_NAME"] == "strava-sync"
-    assert cfg["LEADERBOARD_PUBLIC"] is True
-    assert cfg["ADMIN_ATHLETE_IDS"] == frozenset()
-    assert cfg["STRAVA_REVOKE_ENDPOINT"] == "deauthorize"
+    assert cfg.club_name == "strava-sync"
+    assert cfg.leaderboard_public is True
+    assert cfg.admin_athlete_ids == frozenset()
+    assert cfg.strava_revoke_endpoint == "deauthorize"
 
 
 def test_pages_settings_are_parsed():
@@ -24,9 +24,9 @@ def test_pages_settings_are_parsed():
             "STRAVA_REVOKE_ENDPOINT": "Revoke",
         }
     )
-    assert cfg["CLUB_NAME"] == "Audax" and cfg["LEADERBOARD_PUBLIC"] is False
-    assert cfg["ADMIN_ATHLETE_IDS"] == frozenset({12, 34})
-    assert cfg["STRAVA_REVOKE_ENDPOINT"] == "revoke"
+    assert cfg.club_name == "Audax" and cfg.leaderboard_public is False
+    assert cfg.admin_athlete_ids == frozenset({12, 34})
+    assert cfg.strava_revoke_endpoint == "revoke"
 
 
 @pytest.mark.parametrize(

@@ -229,7 +229,7 @@ def test_verify_history_deletes_an_old_ride_strava_no_longer_lists(history_app, 
     sim.delete_activity(ids[3], event=False)  # 190 days old: far outside the sweep's lookback
     before = sim.requests[LIST]
     with svc.engine.begin() as conn:
-        run_id = models.create_run(conn, "verify", "test")
+        run_id = models.create_run(conn, "verify", "test", now=svc.now())
 
     with services.bind(svc):
         assert history.verify_history(rider_id, run_id) == "verified"
@@ -249,7 +249,7 @@ def test_verify_history_keeps_everything_strava_still_lists(history_app, sim):
     svc = history_app.extensions["strava_sync"]
     rider_id, _, ids, _ = backfilled(history_app, sim)
     with svc.engine.begin() as conn:
-        run_id = models.create_run(conn, "verify", "test")
+        run_id = models.create_run(conn, "verify", "test", now=svc.now())
     with services.bind(svc):
         history.verify_history(rider_id, run_id)
     with svc.engine.connect() as conn:
@@ -261,21 +261,20 @@ def test_queue_checks_waits_for_the_sweep_then_plans_once_a_day(history_app, sim
     rider_id, *_ = backfilled(history_app, sim)
     assert history.queue_checks(svc)["planned"] == 0  # no sweep yet today
     with svc.engine.begin() as conn:
-        models.create_run(conn, "reconcile", "cron")
-    svc.clock = lambda: datetime.now(UTC).timestamp()  # the run's start is stamped in real time
+        models.create_run(conn, "reconcile", "cron", now=svc.now())
     assert history.queue_checks(svc)["planned"] == 1
     assert history.queue_checks(svc)["planned"] == 0  # already planned today
     run_jobs(history_app)
     with svc.engine.connect() as conn:
         assert models.get_connection(conn, rider_id).history_verified_at is not None
-        assert models.riders_to_verify(conn, models.now() - timedelta(days=30), 10) == []
+        assert models.riders_to_verify(conn, svc.now() - timedelta(days=30), 10) == []
 
 
 def test_riders_to_verify_takes_the_least_recently_verified_first(history_app, sim):
     svc = history_app.extensions["strava_sync"]
     first, _ = connect_rider(history_app, sim, name=("A", "A"))
     second, _ = connect_rider(history_app, sim, name=("B", "B"))
-    now = models.now()
+    now = svc.now()
     with svc.engine.begin() as conn:
         models.update_connection(conn, first, history_verified_at=now - timedelta(days=40))
         due = models.riders_to_verify(conn, now - timedelta(days=30), 10)
@@ -289,8 +288,8 @@ def test_verify_history_of_a_rider_gone_since_planning_reads_nothing(history_app
     svc = history_app.extensions["strava_sync"]
     rider_id, *_ = backfilled(history_app, sim)
     with svc.engine.begin() as conn:
-        models.deauthorize(conn, rider_id)
-        run_id = models.create_run(conn, "verify", "test")
+        models.deauthorize(conn, rider_id, now=svc.now())
+        run_id = models.create_run(conn, "verify", "test", now=svc.now())
     before = sim.requests[LIST]
     with services.bind(svc):
         assert history.verify_history(rider_id, run_id) == "verified"

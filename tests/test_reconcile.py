@@ -5,7 +5,15 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 from clocks import mid_window_clock, noon_clock
-from conftest import CRON_SECRET, connect_rider, event, make_app, run_jobs, scheduled_jobs
+from conftest import (
+    CRON_SECRET,
+    configure,
+    connect_rider,
+    event,
+    make_app,
+    run_jobs,
+    scheduled_jobs,
+)
 
 import jobs
 import models
@@ -295,7 +303,7 @@ def test_cron_accepts_options_and_an_empty_body(app, client, svc, sim):
     body = client.post("/api/cron/reconcile", headers=AUTH, json={"dry_run": True}).get_json()
     assert body["dry_run"] is True
     run_jobs(app)  # the first sweep finishes; with no minimum interval the next may start
-    svc.config["RECONCILE_MIN_INTERVAL_HOURS"] = 0
+    configure(svc, reconcile_min_interval_hours=0)
     empty = client.post("/api/cron/reconcile", headers=AUTH, data=b"")
     assert empty.status_code == 200 and empty.get_json()["planned"] == 3
 
@@ -318,7 +326,7 @@ def test_sweep_closes_events_no_job_finished(app, client, svc, sim):
     client.post("/api/strava/webhook", json=event(athlete, 2))
     with svc.engine.begin() as conn:
         table = models.webhook_event
-        yesterday = models.now() - timedelta(days=3, minutes=1)
+        yesterday = svc.now() - timedelta(days=3, minutes=1)
         conn.execute(table.update().where(table.c.object_id == 1).values(received_at=yesterday))
     sweep(app)
     with svc.engine.connect() as conn:

@@ -5,7 +5,7 @@ from datetime import timedelta
 import pytest
 import redis
 import sqlalchemy as sa
-from conftest import connect_rider, event, run_jobs, stop_redis_client
+from conftest import configure, connect_rider, event, run_jobs, stop_redis_client
 from rq.job import Job
 from rq.registry import ScheduledJobRegistry
 
@@ -29,7 +29,7 @@ def event_rows(svc):
 
 
 def run_pass(svc, now=None):
-    return recovery.run_pass(svc, jobs.queue_stored_event, now=now or models.now() + LATER)
+    return recovery.run_pass(svc, jobs.queue_stored_event, now=now or svc.now() + LATER)
 
 
 def test_events_whose_jobs_vanished_are_queued_again(app, client, svc, sim):
@@ -67,10 +67,10 @@ def test_run_whose_jobs_vanished_is_closed_abandoned(app, client, svc, sim):
     for i in range(2):
         connect_rider(app, sim, name=("R", str(i)))
     run_id = jobs.queue_sweep(svc, "cron")["run_id"]
-    assert run_pass(svc, models.now() + timedelta(hours=2))["abandoned"] == 0  # jobs wait
+    assert run_pass(svc, svc.now() + timedelta(hours=2))["abandoned"] == 0  # jobs wait
     svc.redis.flushdb()
-    assert run_pass(svc, models.now() + timedelta(minutes=10))["abandoned"] == 0  # too soon
-    assert run_pass(svc, models.now() + timedelta(hours=2))["abandoned"] == 1
+    assert run_pass(svc, svc.now() + timedelta(minutes=10))["abandoned"] == 0  # too soon
+    assert run_pass(svc, svc.now() + timedelta(hours=2))["abandoned"] == 1
     with svc.engine.connect() as conn:
         run = models.get_run(conn, run_id)
     assert run.status == "abandoned" and "vanished" in run.error and run.finished_at
@@ -102,10 +102,10 @@ def test_riders_past_the_reconnect_grace_are_purged(app, client, svc, sim):
     run_jobs(app)
     with svc.engine.begin() as conn:
         for rider in (overdue, waiting):
-            models.mark_needs_reconnect(conn, rider)
-    now = models.now()
+            models.mark_needs_reconnect(conn, rider, now=svc.now())
+    now = svc.now()
     assert run_pass(svc, now + timedelta(days=29))["purged"] == 0
-    svc.config["RECONNECT_GRACE_DAYS"] = 30
+    configure(svc, reconnect_grace_days=30)
     with svc.engine.begin() as conn:
         models.update_connection(conn, waiting, needs_reconnect_since=now + timedelta(days=5))
     assert run_pass(svc, now + timedelta(days=31))["purged"] == 1
@@ -122,7 +122,7 @@ def test_old_events_are_pruned_failed_ones_kept_longer(app, client, svc, sim, mo
         post(client, event(athlete, 1000 + k, "delete", event_time=1764316800 + k))
     run_jobs(app)
     ids = [r.id for r in event_rows(svc)]
-    now = models.now()
+    now = svc.now()
     ages = {ids[0]: 31, ids[1]: 29, ids[2]: 31, ids[3]: 91, ids[4]: 31, ids[5]: 2}
     with svc.engine.begin() as conn:
         table = models.webhook_event
@@ -132,8 +132,8 @@ def test_old_events_are_pruned_failed_ones_kept_longer(app, client, svc, sim, mo
                 .where(table.c.id == event_id)
                 .values(received_at=now - timedelta(days=days))
             )
-        models.set_event_status(conn, [ids[2], ids[3]], "failed", "x")
-        models.set_event_status(conn, [ids[4]], "ignored", "x")
+        models.set_event_status(conn, [ids[2], ids[3]], "failed", "x", now=svc.now())
+        models.set_event_status(conn, [ids[4]], "ignored", "x", now=svc.now())
     monkeypatch.setattr(recovery, "BATCH", 1)  # small batches still get through them all
     assert run_pass(svc, now)["pruned"] == 3
     assert [r.id for r in event_rows(svc)] == [ids[1], ids[2], ids[5]]

@@ -109,7 +109,6 @@ def long_functions(path: Path) -> dict[str, int]:
     }
 
 
-@pytest.mark.xfail(strict=True, reason="config.from_environ")
 def test_no_function_is_oversized():
     found = {}
     for path in [*production_files(), *(ROOT / "strava_sim").rglob("*.py")]:

@@ -48,7 +48,9 @@ def test_slow_sweep_list_keeps_a_rename_and_a_new_ride_from_events(database_url,
     rider, athlete = connect_rider(app, sim)
     ride = sim.create_activity(athlete, name="Before", event=False)
     with svc.engine.begin() as conn:
-        models.upsert_activity(conn, rider, parse_activity(sim.activities(athlete)[0]))
+        models.upsert_activity(
+            conn, rider, parse_activity(sim.activities(athlete)[0]), now=svc.now()
+        )
 
     repairs = []
 

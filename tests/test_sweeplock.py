@@ -50,7 +50,7 @@ def test_cron_too_soon_after_the_last_full_sweep(app, client, svc, sim):
     assert (again["planned"], again["too_soon"], again["run_id"]) == (0, True, first["run_id"])
     assert svc.queue("reconcile").count == 0
     with svc.engine.begin() as conn:
-        earlier = models.now() - timedelta(hours=13)
+        earlier = svc.now() - timedelta(hours=13)
         models.update_run(conn, first["run_id"], started_at=earlier)
     assert cron(client)["planned"] == 1
 
@@ -71,7 +71,7 @@ def test_a_stuck_sweep_does_not_block_the_next_for_good(app, client, svc, sim):
     stuck = cron(client)["run_id"]
     svc.redis.flushdb()  # its jobs vanished
     with svc.engine.begin() as conn:
-        models.update_run(conn, stuck, started_at=models.now() - timedelta(hours=13))
+        models.update_run(conn, stuck, started_at=svc.now() - timedelta(hours=13))
     fresh = cron(client)
     assert fresh["planned"] == 1 and fresh["run_id"] != stuck
     with svc.engine.connect() as conn:

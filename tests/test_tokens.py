@@ -149,7 +149,7 @@ def test_pair_issued_while_the_database_is_down_is_kept_and_stored_later(
 def test_rider_needing_reconnect_is_not_synced_or_swept(app, client, svc, sim):
     rider, athlete = connect_rider(app, sim)
     with svc.engine.begin() as conn:
-        models.mark_needs_reconnect(conn, rider)
+        models.mark_needs_reconnect(conn, rider, now=svc.now())
     post(client, event(athlete, sim.create_activity(athlete)))
     run_jobs(app)
     assert event_rows(svc)[-1].status == "ignored"
@@ -161,9 +161,11 @@ def test_rider_needing_reconnect_is_not_synced_or_swept(app, client, svc, sim):
 def test_reconnecting_clears_needs_reconnect(app, svc, sim):
     rider, athlete = connect_rider(app, sim)
     with svc.engine.begin() as conn:
-        models.mark_needs_reconnect(conn, rider)
+        models.mark_needs_reconnect(conn, rider, now=svc.now())
         stored = svc.cipher.encrypt_pair(sim.grant(athlete))
-        models.save_connection(conn, rider, athlete, stored, "read,activity:read_all")
+        models.save_connection(
+            conn, rider, athlete, stored, "read,activity:read_all", now=svc.now()
+        )
     assert connection(svc, rider).needs_reconnect_since is None
 
 

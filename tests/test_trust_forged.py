@@ -137,8 +137,8 @@ def test_attack_forged_create_flood_costs_at_most_50_reads_a_day(flood_database_
         elif i % 100 == 99:
             run_jobs(app)  # the workers keep up with the flood
     run_jobs(app)
-    assert sim.requests[DETAIL] <= svc.config["UNKNOWN_FETCH_ALLOWANCE"] + 1
-    assert allowance.used_today(svc, athlete_a) > svc.config["UNKNOWN_FETCH_ALLOWANCE"]
+    assert sim.requests[DETAIL] <= svc.settings.unknown_fetch_allowance + 1
+    assert allowance.used_today(svc, athlete_a) > svc.settings.unknown_fetch_allowance
     for _ in range(30):  # the rest of the day: retries and catch-ups as their times come
         now[0] += 3600
         promote_scheduled(app)

@@ -6,7 +6,7 @@ import pytest
 import requests
 import responses
 import sqlalchemy as sa
-from conftest import connect_rider, make_app
+from conftest import configure, connect_rider, make_app
 from test_oauth import authorize, connections
 
 import models
@@ -15,7 +15,7 @@ from sync import invites
 
 def new_rider(svc, name="Club member"):
     with svc.engine.begin() as conn:
-        return models.create_rider(conn, name)
+        return models.create_rider(conn, name, now=svc.now())
 
 
 def invite_url(runner, rider, *extra):
@@ -43,7 +43,7 @@ def test_attack_stranger_cannot_take_over_a_rider_by_connect_link(app, client, s
 
 
 def test_invite_command_prints_a_link_that_connects_the_rider(app, client, runner, svc, sim):
-    app.config["PUBLIC_URL"] = "https://club.example.org"
+    configure(app, public_url="https://club.example.org")
     rider = new_rider(svc)
     url = invite_url(runner, rider, "--hours", "2")
     assert url.startswith("https://club.example.org/strava/connect?invite=")
@@ -53,7 +53,7 @@ def test_invite_command_prints_a_link_that_connects_the_rider(app, client, runne
 
 
 def test_invite_link_uses_the_callback_urls_origin_without_public_url(app, runner, svc):
-    app.config["STRAVA_CALLBACK_URL"] = "https://sync.example.org/api/strava/webhook"
+    configure(app, strava_callback_url="https://sync.example.org/api/strava/webhook")
     url = invite_url(runner, new_rider(svc))
     assert url.startswith("https://sync.example.org/strava/connect?invite=")
 
@@ -124,7 +124,7 @@ def test_invite_for_a_rider_that_is_gone_is_a_400(app, client, svc):
 
 
 def test_invite_for_an_unknown_rider_is_refused_by_the_command(app, runner):
-    app.config["PUBLIC_URL"] = "https://club.example.org"
+    configure(app, public_url="https://club.example.org")
     result = runner.invoke(args=["strava", "invite", "999"])
     assert result.exit_code == 1
     assert "no rider 999" in result.output
@@ -133,7 +133,7 @@ def test_invite_for_an_unknown_rider_is_refused_by_the_command(app, runner):
 def test_invites_need_an_explicit_secret_key(database_url, sim, monkeypatch):
     monkeypatch.delenv("SECRET_KEY", raising=False)
     app = make_app(database_url, sim)
-    app.config["SECRET_KEY"] = app.config["GENERATED_SECRET_KEY"]  # as when SECRET_KEY is unset
+    configure(app, secret_key_generated=True)  # as when SECRET_KEY is unset
     svc = app.extensions["strava_sync"]
     result = app.test_cli_runner().invoke(args=["strava", "invite", str(new_rider(svc))])
     assert result.exit_code == 1
@@ -201,7 +201,7 @@ def test_attack_invite_for_a_connected_rider_cannot_hand_them_to_another_athlete
     rider, athlete = connect_rider(app, sim, name=("Ada", "Lovelace"))
     if state == "needs reconnect":
         with svc.engine.begin() as conn:
-            models.mark_needs_reconnect(conn, rider)
+            models.mark_needs_reconnect(conn, rider, now=svc.now())
     token = invites.issue(svc, rider)
     mallory = sim.add_athlete("Mallory", "Stranger")
     page = authorize(app.test_client(), sim, mallory, query=f"?invite={token}")
@@ -218,7 +218,7 @@ def test_attack_invite_for_a_connected_rider_cannot_hand_them_to_another_athlete
 def test_invite_for_a_disconnected_rider_may_link_a_new_athlete(app, svc, sim):
     rider, _ = connect_rider(app, sim)
     with svc.engine.begin() as conn:
-        models.deauthorize(conn, rider)
+        models.deauthorize(conn, rider, now=svc.now())
     newcomer = sim.add_athlete("New", "Account")
     token = invites.issue(svc, rider)
     assert authorize(app.test_client(), sim, newcomer, query=f"?invite={token}").status_code == 200
@@ -244,7 +244,7 @@ def test_attack_invite_only_fresh_install_lets_the_admin_invite_a_new_rider(data
 
 @pytest.mark.parametrize("args", [[], ["1", "--new", "Two"], ["--new", "  "]])
 def test_invite_command_needs_exactly_one_rider(app, runner, args):
-    app.config["PUBLIC_URL"] = "https://club.example.org"
+    configure(app, public_url="https://club.example.org")
     result = runner.invoke(args=["strava", "invite", *args])
     assert result.exit_code == 1 and "Error:" in result.output
     with app.extensions["strava_sync"].engine.connect() as conn:
@@ -260,7 +260,7 @@ def test_attack_invite_only_still_lets_a_signed_in_rider_reconnect_their_own_ath
     svc = app.extensions["strava_sync"]
     rider, athlete = connect_rider(app, sim)
     with svc.engine.begin() as conn:
-        models.mark_needs_reconnect(conn, rider)
+        models.mark_needs_reconnect(conn, rider, now=svc.now())
     own = app.test_client()
     sign_in(own, rider)
     assert authorize(own, sim, athlete).status_code == 200

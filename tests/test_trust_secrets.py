@@ -6,7 +6,7 @@ from urllib.parse import urlsplit
 
 import requests
 import sqlalchemy as sa
-from conftest import event, make_app, run_jobs
+from conftest import configure, event, make_app, run_jobs
 from cryptography.fernet import Fernet
 from e2e_support import BIN, free_port, start_process, wait_until
 
@@ -55,7 +55,7 @@ def full_run(app, svc, sim, rec):
     assert rec.cli("strava", "subscription", "create").exit_code == 0
     rec.cli("strava", "subscription", "show")
     with svc.engine.begin() as conn:
-        rider = models.create_rider(conn, "Scanned Rider")
+        rider = models.create_rider(conn, "Scanned Rider", now=svc.now())
     athlete = sim.add_athlete("Scanned", "Rider")
     old = sim.create_activity(athlete, event=False)
     connect_through_invite(rec, sim, svc, rider, athlete)
@@ -114,7 +114,7 @@ def test_attack_no_secret_reaches_a_log_an_answer_or_a_cli_output(database_url, 
     )
     svc = app.extensions["strava_sync"]
     with LoopbackServer(app) as live:
-        app.config["STRAVA_CALLBACK_URL"] = live.url + "/api/strava/webhook"
+        configure(app, strava_callback_url=live.url + "/api/strava/webhook")
         rec = Recorder(app)
         full_run(app, svc, sim, rec)
     issued = sim.issued_secrets()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from conftest import connect_rider, make_app
+from conftest import configure, connect_rider, make_app
 from pages_support import CSRF, post, sign_in
 
 import models
@@ -16,7 +16,7 @@ def admin(database_url, sim):
     """(app, the admin's browser, a copy of its cookie in an attacker's browser, rider id)."""
     app = make_app(database_url, sim)
     rider, athlete = connect_rider(app, sim, name=("Oper", "Ator"))
-    app.config["ADMIN_ATHLETE_IDS"] = frozenset({athlete})
+    configure(app, admin_athlete_ids=frozenset({athlete}))
     browser = app.test_client()
     sign_in(browser, rider)
     assert browser.get("/admin").status_code == 200
@@ -53,11 +53,12 @@ def test_attack_copied_cookie_opens_nothing_after_disconnect(admin):
 @pytest.mark.parametrize("lost", ["disconnected", "needs reconnect"])
 def test_attack_admin_without_a_live_connection_has_no_admin_rights(admin, lost):
     app, browser, _, rider = admin
-    with app.extensions["strava_sync"].engine.begin() as conn:
+    svc = app.extensions["strava_sync"]
+    with svc.engine.begin() as conn:
         if lost == "disconnected":
-            models.deauthorize(conn, rider)
+            models.deauthorize(conn, rider, now=svc.now())
         else:
-            models.mark_needs_reconnect(conn, rider)
+            models.mark_needs_reconnect(conn, rider, now=svc.now())
     assert browser.get("/admin").status_code == 403
     assert post(browser, "/admin/invites/new", {"name": "Mallory", "hours": "1"}).status_code == 403
 

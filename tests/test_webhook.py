@@ -241,7 +241,7 @@ def test_redis_down_keeps_the_event_pending_then_a_worker_queues_it(app, client,
     svc.redis = working
     with svc.engine.begin() as conn:
         table = models.webhook_event
-        conn.execute(table.update().values(received_at=models.now() - timedelta(minutes=1)))
+        conn.execute(table.update().values(received_at=svc.now() - timedelta(minutes=1)))
     response = client.post("/api/strava/webhook", json=event(athlete, 43))
     assert response.get_json() == {"status": "queued"}
     assert [r.status for r in events_in(svc)] == ["pending", "queued"]

@@ -12,7 +12,7 @@ import json
 import os
 import subprocess
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -105,9 +105,10 @@ def store_while_redis_was_away(stack, athlete_id: int, activity_id: int) -> None
     }  # fmt: skip
     table = models.webhook_event
     with stack.engine.begin() as conn:
-        event_id, _, _ = models.store_event(conn, fields, None)
+        # The stack's processes run on the machine's clock, so the test's rows do too.
+        ago = datetime.now(UTC) - timedelta(minutes=10)
+        event_id, _, _ = models.store_event(conn, fields, None, now=ago)
         models.mark_pending(conn, event_id)
-        ago = models.now() - timedelta(minutes=10)
         conn.execute(table.update().where(table.c.id == event_id).values(received_at=ago))
 
 

@@ -5,7 +5,7 @@ from datetime import timedelta
 import pytest
 import rq
 import sqlalchemy as sa
-from conftest import REAL_REDIS, connect_rider, event, stop_redis_client
+from conftest import REAL_REDIS, configure, connect_rider, event, stop_redis_client
 
 import models
 import services
@@ -26,8 +26,9 @@ def test_maintenance_queues_events_stored_while_redis_was_down(app, client, svc,
     client.post(WEBHOOK, json=event(athlete, 7))
     svc.redis.close()
     svc.redis = working
+    configure(svc, inline_ok=svc.inline)  # offline, Redis is the in-process stand-in: say so
     with svc.engine.begin() as conn:
-        old = models.now() - timedelta(minutes=1)
+        old = svc.now() - timedelta(minutes=1)
         conn.execute(models.webhook_event.update().values(received_at=old))
     with services.bind(svc):
         rq_worker = worker.Worker([svc.queue("strava")], connection=svc.redis)
@@ -62,6 +63,7 @@ def listening(svc, queue: str) -> int:
 
 
 def test_attack_redis_restarting_empty_does_not_hide_a_live_worker(app, svc):
+    configure(svc, inline_ok=svc.inline)  # offline, Redis is the in-process stand-in: say so
     with services.bind(svc):
         rq_worker = worker.Worker(
             [svc.queue("strava"), svc.queue("reconcile")], connection=svc.redis

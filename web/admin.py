@@ -14,6 +14,7 @@ import redis
 from flask import Blueprint, abort, render_template, request
 
 import models
+from config import ConfigError, parse
 from jobs import status
 from sync import invites
 from web import pages
@@ -114,7 +115,7 @@ def dashboard():
 def _invite_base(svc) -> str:
     """Where invite links point: PUBLIC_URL's host, else the host serving this page."""
     try:
-        return invites.public_base(svc.config)
+        return invites.public_base(svc.settings)
     except invites.InviteError:
         return request.host_url.rstrip("/")
 
@@ -130,23 +131,31 @@ def issue_invite(svc, rider_id: int, hours: int) -> str:
 
 def _form_hours() -> int:
     """The invite's validity from the form, in whole hours (400 unless 1 to MAX_INVITE_HOURS)."""
-    hours = request.form.get("hours", "72")
-    if not (hours.isascii() and hours.isdigit()) or not 0 < int(hours) <= MAX_INVITE_HOURS:
+    try:
+        hours = parse.whole("hours", request.form.get("hours", "72"), 1)
+    except ConfigError:
+        hours = 0
+    if not 0 < hours <= MAX_INVITE_HOURS:
         abort(400, f"Choose a validity between 1 and {MAX_INVITE_HOURS} hours.")
-    return int(hours)
+    return hours
 
 
 @bp.post("/admin/invites")
 def create_invite():
     """Issue an invite link for an existing rider and show it."""
     svc = current_services()
-    rider_id, hours = request.form.get("rider_id", ""), request.form.get("hours", "72")
-    if not rider_id.isdigit() or not hours.isdigit() or not 0 < int(hours) <= MAX_INVITE_HOURS:
+    try:
+        # The settings' parser: ASCII digits only ('²' passes isdigit() but not int()).
+        rider_id = parse.whole("rider_id", request.form.get("rider_id", ""), 1)
+        hours = parse.whole("hours", request.form.get("hours", "72"), 1)
+    except ConfigError:
+        hours = 0
+    if not 0 < hours <= MAX_INVITE_HOURS:
         abort(400, f"Choose a rider and a validity between 1 and {MAX_INVITE_HOURS} hours.")
     with svc.engine.connect() as conn:
-        if models.get_rider(conn, int(rider_id)) is None:
+        if models.get_rider(conn, rider_id) is None:
             abort(400, f"There is no rider {rider_id}.")
-    return _dashboard(invite_url=issue_invite(svc, int(rider_id), int(hours)))
+    return _dashboard(invite_url=issue_invite(svc, rider_id, hours))
 
 
 @bp.post("/admin/invites/new")

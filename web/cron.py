@@ -22,7 +22,7 @@ def authorized(header: str | None, secret: str | None) -> bool:
 
 def refused():
     """401 unless the request carries the cron secret (None when it does)."""
-    secret = current_services().config.get("CRON_SECRET")
+    secret = current_services().settings.cron_secret
     if authorized(request.headers.get("Authorization"), secret):
         return None
     return jsonify(error="a valid cron bearer token is required"), 401

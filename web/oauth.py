@@ -13,6 +13,7 @@ from flask import Blueprint, redirect, request, session, url_for
 import models
 from jobs import backfill
 from strava_client import StravaError, Unreachable
+from strava_client.tokens import application_refused, names_application
 from sync import invites
 from web import pages
 from web.extension import current_services
@@ -32,7 +33,7 @@ def _page(title: str, message: str, status: int = 200):
 def connect():
     """Send the rider to Strava to authorize us, remembering a state to check on return."""
     svc = current_services()
-    if not svc.config.get("STRAVA_CLIENT_ID"):
+    if not svc.settings.strava_client_id:
         return _page("Strava is not configured", "STRAVA_CLIENT_ID is not set.", 503)
     refused = _check_invite(svc)
     if refused is not None:
@@ -43,15 +44,27 @@ def connect():
     session["strava_reconnect"] = _own_rider()
     query = urlencode(
         {
-            "client_id": svc.config["STRAVA_CLIENT_ID"],
-            "redirect_uri": url_for("oauth.callback", _external=True),
+            "client_id": svc.settings.strava_client_id,
+            "redirect_uri": redirect_uri(svc.settings),
             "response_type": "code",
             "approval_prompt": "auto",
             "scope": REQUESTED_SCOPE,
             "state": state,
         }
     )
-    return redirect(f"{svc.config['STRAVA_OAUTH_URL']}/authorize?{query}")
+    return redirect(f"{svc.settings.strava_oauth_url}/authorize?{query}")
+
+
+def redirect_uri(settings) -> str:
+    """Where Strava sends the rider back: PUBLIC_URL's (or the callback's) host, never Host's.
+
+    A forged or proxied Host header must not reach Strava. Only a development process with
+    neither setting uses the request's own address (a deployed one refuses to start without).
+    """
+    path = url_for("oauth.callback")
+    if settings.public_url or settings.strava_callback_url:
+        return invites.public_base(settings) + path
+    return url_for("oauth.callback", _external=True)
 
 
 def _check_invite(svc):
@@ -64,7 +77,7 @@ def _check_invite(svc):
         )
     token = request.args.get("invite")
     if token is None:
-        if svc.config.get("CONNECT_REQUIRES_INVITE") and _own_rider() is None:
+        if svc.settings.connect_requires_invite and _own_rider() is None:
             return _page(
                 "Invite needed",
                 "Connecting is by invitation: ask the club for an invite link.",
@@ -122,6 +135,9 @@ def callback():
         log.warning("code exchange failed: %s", exc)
         return _unreachable()
     except StravaError as exc:
+        if names_application(exc):
+            application_refused(svc, exc)  # logged, and shown on /admin
+            return _page("Connection failed", "The club's Strava setup is incomplete.", 502)
         log.warning("code exchange refused: %s", exc)
         if exc.status is None or exc.status >= 500:
             return _unreachable()
@@ -159,7 +175,7 @@ def _refusal(conn, svc, athlete_id: int, invite, reconnect: int | None):
     existing = models.get_connection_by_athlete(conn, athlete_id)
     if invite is None:
         own = reconnect is not None and existing is not None and existing.rider_id == reconnect
-        if svc.config.get("CONNECT_REQUIRES_INVITE") and not own:
+        if svc.settings.connect_requires_invite and not own:
             return _page(
                 "Invite needed",
                 "Without an invite you can reconnect only the Strava account you signed in "
@@ -179,7 +195,7 @@ def _refusal(conn, svc, athlete_id: int, invite, reconnect: int | None):
             "to Strava with that account, or ask the club for a new invite.",
             409,
         )
-    if not invites.consume(conn, invite, invites.now(svc)):
+    if not invites.consume(conn, invite, svc.now()):
         return _page("Invite not valid", "This invite has already been used.", 400)
     return None
 
@@ -198,8 +214,8 @@ def _store_connection(svc, grant: dict, scope: str, invite, reconnect: int | Non
             return refused
         existing = models.get_connection_by_athlete(conn, athlete_id)
         rider_id = invite.rider_id if invite else (existing.rider_id if existing else None)
-        rider_id = rider_id or models.create_rider(conn, name)
-        models.save_connection(conn, rider_id, athlete_id, stored, scope)
+        rider_id = rider_id or models.create_rider(conn, name, now=svc.now())
+        models.save_connection(conn, rider_id, athlete_id, stored, scope, now=svc.now())
     try:
         backfill.queue_backfill(svc, rider_id)
     except redis.RedisError as exc:

@@ -101,7 +101,7 @@ def is_admin(connection) -> bool:
 
     Admin rights follow a live grant: an admin who disconnected (or must reconnect) has none.
     """
-    admins = current_services().config.get("ADMIN_ATHLETE_IDS") or frozenset()
+    admins = current_services().settings.admin_athlete_ids or frozenset()
     live = connection_state(connection) == "syncing"
     return live and connection.athlete_id in admins
 
@@ -175,7 +175,7 @@ def me():
         return redirect(url_for("pages.index"))
     svc = current_services()
     with svc.engine.connect() as conn:
-        days = models.daily_distances(conn, rider.id, svc.config["EDDINGTON_SPORT_TYPES"])
+        days = models.daily_distances(conn, rider.id, svc.settings.eddington_sport_types)
         activities = models.recent_activities(conn, rider.id, RECENT_ACTIVITIES)
     return render_template(
         "me.html",
@@ -242,7 +242,7 @@ def disconnect_rider():
 
 def page_club() -> str:
     """The club's name as the pages show it."""
-    return current_services().config.get("CLUB_NAME") or "strava-sync"
+    return current_services().settings.club_name or "strava-sync"
 
 
 @bp.post("/signout")
@@ -259,12 +259,12 @@ def sign_out():
 def leaderboard():
     """Riders by Eddington number; public unless LEADERBOARD_PUBLIC=0."""
     svc = current_services()
-    if not svc.config.get("LEADERBOARD_PUBLIC", True):
+    if not svc.settings.leaderboard_public:
         _, connection = signed_in_connection()
         if connection_state(connection) in ("not connected", "disconnected"):
             abort(403, "The leaderboard is for the club's riders: connect with Strava to see it.")
     with svc.engine.connect() as conn:
-        rows = models.leaderboard(conn, svc.config["EDDINGTON_SPORT_TYPES"])
+        rows = models.leaderboard(conn, svc.settings.eddington_sport_types)
     return render_template("leaderboard.html", rows=rows)
 
 

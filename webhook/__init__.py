@@ -11,7 +11,6 @@ import hmac
 import json
 import logging
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 
 import redis
 from flask import Blueprint, abort, jsonify, request
@@ -141,7 +140,7 @@ def _error(message: str, status: int):
 @bp.get("/api/strava/webhook")
 def validate_subscription():
     """Answer Strava's subscription validation with the challenge, if the verify token matches."""
-    expected = current_services().config.get("STRAVA_VERIFY_TOKEN")
+    expected = current_services().settings.strava_verify_token
     given = request.args.get("hub.verify_token", "")
     challenge = request.args.get("hub.challenge")
     if (
@@ -170,8 +169,10 @@ def receive_event():
         # One statement (the connection check and the insert), committed on its own: no BEGIN.
         with svc.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             job_id = jobs.new_job_id(fields)
-            today = datetime.fromtimestamp(svc.clock(), UTC).date()  # junk is counted by day
-            stored = models.store_event(conn, fields, unhandled_reason(event), job_id, today)
+            now = svc.now()
+            stored = models.store_event(
+                conn, fields, unhandled_reason(event), job_id, now.date(), now=now
+            )
             event_id, status, reason = stored
     except SQLAlchemyError:
         log.exception("could not store a webhook event")

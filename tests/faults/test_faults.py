@@ -311,7 +311,9 @@ def _reconnect(stack, rider, athlete) -> None:
     stored = {k: stack.cipher.encrypt(tokens[k]) for k in ("access_token", "refresh_token")}
     stored["expires_at"] = tokens["expires_at"]
     with stack.engine.begin() as conn:
-        models.save_connection(conn, rider, athlete, stored, "read,activity:read_all")
+        models.save_connection(
+            conn, rider, athlete, stored, "read,activity:read_all", now=datetime.now(UTC)
+        )
 
 
 # -- processes, cron and the sweep ----------------------------------------------------------------
