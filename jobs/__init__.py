@@ -204,6 +204,9 @@ def _sync_activity(svc: Services, owner_id: int, activity_id: int, not_found_ret
         return "failed: Strava refused the rider's token"
     values = parse_activity(data)
     with svc.engine.begin() as conn:
+        if models.lock_live_connection(conn, rider_id, owner_id) is None:  # went while we read
+            models.set_event_status(conn, event_ids, "ignored", f"athlete {owner_id} not connected")
+            return "ignored: athlete not connected"
         outcome = "foreign"
         if values["athlete_id"] == owner_id:
             outcome = models.upsert_activity(conn, rider_id, values)
@@ -223,6 +226,9 @@ def _not_found(svc, rider_id, owner_id, activity_id, events, not_found_retry) ->
     """Strava says 404: deleted, hidden from our scope, or (right after a create) not ready yet."""
     event_ids = [e.id for e in events]
     with svc.engine.begin() as conn:
+        if models.lock_live_connection(conn, rider_id, owner_id) is None:  # went while we read
+            models.set_event_status(conn, event_ids, "ignored", f"athlete {owner_id} not connected")
+            return "ignored: athlete not connected"
         held = models.delete_activity(conn, activity_id, owner_id) is not None
         just_created = bool(events) and events[-1].aspect_type == "create" and not held
         if held:
