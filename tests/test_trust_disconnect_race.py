@@ -75,6 +75,7 @@ def assert_nothing_held(svc, rider):
     assert connection.refresh_token is None
     assert (connection.eddington_number_km, connection.eddington_number_miles) == (None, None)
     assert connection.last_reconciled_at is None
+    assert connection.backfill_before is None  # no cursor left: a reconnect backfills it all
 
 
 def new_run(svc, kind):
@@ -88,41 +89,51 @@ def run_error(svc, run_id):
 
 
 # -- (a) a list request in flight ------------------------------------------------------------------
+# Each caller of the one list-diff-apply path runs as a worker runs it and says what it did.
 
 
-def test_disconnect_while_backfill_list_is_in_flight_writes_nothing(database_url, held):
-    sim, hook = held
-    _, svc, rider, _, _ = rider_with_rides(database_url, sim)
-    run_id = new_run(svc, "backfill")
-    disconnect_during(hook, "_list_view", svc, rider)
-    with services.bind(svc):
-        assert backfill.backfill_rider(rider, run_id) == "done"
-    assert hook.results == [0]  # the purge ran mid-request and found nothing yet
-    assert_nothing_held(svc, rider)
-    with svc.engine.connect() as conn:
-        assert models.get_connection(conn, rider).backfill_before is None
-
-
-def test_disconnect_while_sweep_list_is_in_flight_writes_nothing(database_url, held):
-    sim, hook = held
-    _, svc, rider, _, _ = rider_with_rides(database_url, sim)
+def _sweep(svc, rider, athlete):
     run_id = new_run(svc, "reconcile")
-    disconnect_during(hook, "_list_view", svc, rider)
-    with services.bind(svc):
-        counts = jobs.reconcile_rider(rider, run_id)
-    assert hook.results == [0]
-    assert counts["activities_created"] == 0 and counts["requests_used"] == 1
-    assert_nothing_held(svc, rider)
+    assert jobs.reconcile_rider(rider, run_id)["activities_created"] == 0
+    return run_id
 
 
-def test_disconnect_while_catch_up_list_is_in_flight_writes_nothing(database_url, held):
+def _backfill(svc, rider, athlete):
+    run_id = new_run(svc, "backfill")
+    assert backfill.backfill_rider(rider, run_id) == "done"
+    return run_id
+
+
+def _verify(svc, rider, athlete):
+    run_id = new_run(svc, "verify")
+    assert history.verify_history(rider, run_id) == "verified"
+    return run_id
+
+
+def _catch_up(svc, rider, athlete):
+    assert catchup.catch_up_athlete(athlete) == "ignored: athlete not connected"
+    return None
+
+
+LIST_CALLERS = pytest.mark.parametrize(
+    "caller",
+    [_sweep, _backfill, _verify, _catch_up],
+    ids=["sweep repair", "backfill", "history check", "catch-up"],
+)
+
+
+@LIST_CALLERS
+def test_disconnect_while_list_is_in_flight_writes_nothing(database_url, held, caller):
     sim, hook = held
     _, svc, rider, athlete, _ = rider_with_rides(database_url, sim)
     disconnect_during(hook, "_list_view", svc, rider)
     with services.bind(svc):
-        assert catchup.catch_up_athlete(athlete) == "ignored: athlete not connected"
-    assert hook.results == [0]
+        run_id = caller(svc, rider, athlete)
+    assert hook.results == [0]  # the purge ran mid-request, before anything was written
+    assert sim.requests[LIST] == 1
     assert_nothing_held(svc, rider)
+    if run_id is not None:
+        assert run_error(svc, run_id) is None
 
 
 # -- (b) a single fetch in flight ------------------------------------------------------------------
@@ -206,31 +217,8 @@ def gone(svc, rider, how):
             conn.execute(table.delete().where(table.c.rider_id == rider))
 
 
-def _sweep(svc, rider, athlete):
-    run_id = new_run(svc, "reconcile")
-    assert jobs.reconcile_rider(rider, run_id)["requests_used"] == 0
-    return run_id
-
-
-def _backfill(svc, rider, athlete):
-    run_id = new_run(svc, "backfill")
-    assert backfill.backfill_rider(rider, run_id) == "done"
-    return run_id
-
-
-def _verify(svc, rider, athlete):
-    run_id = new_run(svc, "verify")
-    assert history.verify_history(rider, run_id) == "verified"
-    return run_id
-
-
-def _catch_up(svc, rider, athlete):
-    assert catchup.catch_up_athlete(athlete) == "ignored: athlete not connected"
-    return None
-
-
 @pytest.mark.parametrize("how", ["disconnected", "row deleted"])
-@pytest.mark.parametrize("caller", [_sweep, _backfill, _verify, _catch_up])
+@LIST_CALLERS
 def test_each_list_caller_reads_nothing_for_a_vanished_connection(database_url, sim, caller, how):
     _, svc, rider, athlete, _ = rider_with_rides(database_url, sim)
     gone(svc, rider, how)
