@@ -136,6 +136,27 @@ def test_disconnect_while_list_is_in_flight_writes_nothing(database_url, held, c
         assert run_error(svc, run_id) is None
 
 
+def test_connection_handed_to_another_athlete_mid_list_gets_nothing_of_the_first(
+    database_url, held
+):
+    sim, hook = held
+    _, svc, rider, _, _ = rider_with_rides(database_url, sim)
+    other = sim.add_athlete("Other", "Athlete")
+    tokens = sim.grant(other)
+
+    def relink():
+        with svc.engine.begin() as conn:
+            models.save_connection(conn, rider, other, tokens, "read,activity:read_all")
+
+    hook.endpoint, hook.action = "_list_view", relink
+    run_id = new_run(svc, "backfill")
+    with services.bind(svc):
+        assert backfill.backfill_rider(rider, run_id) == "done"
+    with svc.engine.connect() as conn:
+        assert models.rider_activities(conn, rider) == []  # the first athlete's rides stay out
+        assert models.get_connection(conn, rider).eddington_number_km is None
+
+
 # -- (b) a single fetch in flight ------------------------------------------------------------------
 
 
