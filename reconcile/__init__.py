@@ -5,6 +5,11 @@ from Strava (summaries only: one request per 200 activities) and compared with o
 comparison is a pure function, `diff(ours, theirs) -> Changes`; a repair applies the changes and a
 dry run simply does not. Running it twice changes nothing the second time. Planning takes riders
 least recently reconciled first, as many as the day's bulk budget allows; the rest wait.
+
+`compare_listing` is the one list-diff-apply path that the sweep, the backfill, the history check
+and the catch-up share; each says only what differs (window, paging, what it records). Its write
+re-checks the connection under the row lock the purge takes, so a rider who disconnects while a
+list request is in flight gets nothing written back.
 """
 
 from __future__ import annotations
@@ -293,11 +298,11 @@ def repair_rider(svc: Services, rider_id: int, *, dry_run: bool = False) -> Repa
             # The same clock as the window's end: the next lookback starts where this one ended.
             models.update_connection(conn, rider_id, last_reconciled_at=now, last_sync=now)
 
-    window = {"after": int(after.timestamp())}
+    start = int(after.timestamp())
     compare_listing(
         svc,
         connection,
-        lambda token: _list_all(svc, token, connection.scope, repair, **window),
+        lambda token: _list_all(svc, token, connection.scope, repair, after=start),
         held,
         record=record,
         dry_run=dry_run,
