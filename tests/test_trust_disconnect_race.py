@@ -129,7 +129,8 @@ def test_disconnect_while_list_is_in_flight_writes_nothing(database_url, held, c
     disconnect_during(hook, "_list_view", svc, rider)
     with services.bind(svc):
         run_id = caller(svc, rider, athlete)
-    assert hook.results == [0]  # the purge ran mid-request, before anything was written
+    # The purge ran mid-request, revoking at Strava, before anything of the rider's was written.
+    assert hook.results == [disconnect.Disconnected(deleted=0, revoked=True)]
     assert sim.requests[LIST] == 1
     assert_nothing_held(svc, rider)
     if run_id is not None:
@@ -169,7 +170,8 @@ def test_disconnect_while_single_fetch_is_in_flight_writes_nothing(database_url,
     disconnect_during(hook, "_detail_view", svc, rider)
     with services.bind(svc):
         assert jobs.sync_activity(athlete, rides[0]) == "ignored: athlete not connected"
-    assert hook.results == [0] and sim.requests[DETAIL] == 1
+    assert hook.results == [disconnect.Disconnected(deleted=0, revoked=True)]
+    assert sim.requests[DETAIL] == 1
     assert_nothing_held(svc, rider)
     table = models.webhook_event
     with svc.engine.connect() as conn:
