@@ -208,6 +208,10 @@ def _sync_activity(svc: Services, owner_id: int, activity_id: int, not_found_ret
         return "failed: Strava refused the rider's token"
     values = parse_activity(data)
     with svc.engine.begin() as conn:
+        if models.lock_live_connection(conn, rider_id, owner_id) is None:  # went while we read
+            reason = f"athlete {owner_id} not connected"
+            models.set_event_status(conn, event_ids, "ignored", reason, now=svc.now())
+            return "ignored: athlete not connected"
         outcome = "foreign"
         if values["athlete_id"] == owner_id:
             outcome = models.upsert_activity(conn, rider_id, values, now=svc.now())
@@ -227,6 +231,10 @@ def _not_found(svc, rider_id, owner_id, activity_id, events, not_found_retry) ->
     """Strava says 404: deleted, hidden from our scope, or (right after a create) not ready yet."""
     event_ids = [e.id for e in events]
     with svc.engine.begin() as conn:
+        if models.lock_live_connection(conn, rider_id, owner_id) is None:  # went while we read
+            reason = f"athlete {owner_id} not connected"
+            models.set_event_status(conn, event_ids, "ignored", reason, now=svc.now())
+            return "ignored: athlete not connected"
         held = models.delete_activity(conn, activity_id, owner_id) is not None
         just_created = bool(events) and events[-1].aspect_type == "create" and not held
         if held:

@@ -10,7 +10,6 @@ is recorded in Redis, where `strava status` looks for workers that come and go.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 
 from rq.job import Job
 from rq.registry import ScheduledJobRegistry
@@ -56,7 +55,7 @@ def _promote(svc: Services, name: str, timestamp: int) -> list[str]:
 
 def record_run(svc: Services, summary: dict) -> None:
     """Remember a finished run (its summary, with when it ended) for `strava status`."""
-    ended = datetime.fromtimestamp(svc.clock(), UTC).isoformat(timespec="seconds")
+    ended = svc.now().isoformat(timespec="seconds")
     svc.redis.set(LAST_RUN_KEY, json.dumps({**summary, "finished_at": ended}), ex=LAST_RUN_TTL)
 
 

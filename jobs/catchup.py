@@ -16,9 +16,8 @@ import models
 import reconcile
 import services
 from services import Services
-from strava_client import Unauthorized, parse_activity
+from strava_client import Unauthorized
 from strava_client.ratebudget import NoPermit
-from strava_client.tokens import access_token
 from sync import allowance
 
 log = logging.getLogger(__name__)
@@ -37,15 +36,8 @@ def catch_up_athlete(athlete_id: int) -> str:
         jobs.enqueue(svc, catch_up_athlete, athlete_id, at=at)
         return f"too early: moved to {at.isoformat()}"
     waiting = allowance.start_catch_up(svc, athlete_id)
-    with svc.engine.connect() as conn:
-        connection = models.get_connection_by_athlete(conn, athlete_id)
-    if connection is None or connection.deauthorized_at is not None:
-        _close(svc, athlete_id, waiting, "ignored", f"athlete {athlete_id} not connected")
-        return "ignored: athlete not connected"
-    listed_at = svc.now()
     try:
-        token = access_token(svc, connection.rider_id)
-        summaries = svc.client.list_activities(token, per_page=reconcile.PER_PAGE, lane="realtime")
+        compared = _store_listed(svc, athlete_id)
     except NoPermit as exc:
         if allowance.put_back(svc, athlete_id, waiting):
             jobs.enqueue(svc, catch_up_athlete, athlete_id, at=_utc(exc.retry_at + 1))
@@ -53,23 +45,32 @@ def catch_up_athlete(athlete_id: int) -> str:
     except Unauthorized as exc:
         _close(svc, athlete_id, waiting, "failed", str(exc))
         return "failed: Strava refused the rider's token"
-    listed = _theirs(summaries, athlete_id)
-    with svc.engine.begin() as conn:
-        ours = models.activities_by_id(conn, listed)
-        changes = reconcile.diff(ours, listed, athlete_id=athlete_id, listed_at=listed_at)
-        reconcile.apply(svc, conn, connection, reconcile.Changes(changes.created, changes.updated))
-    _close_listed(svc, athlete_id, waiting, set(listed))
+    if compared is None:  # never connected, or disconnected before or while Strava answered
+        _close(svc, athlete_id, waiting, "ignored", f"athlete {athlete_id} not connected")
+        return "ignored: athlete not connected"
+    listed = set(compared.listing.theirs)
+    _close_listed(svc, athlete_id, waiting, listed)
     return f"listed {len(listed)}; closed the events of {len(waiting)} waiting activities"
+
+
+def _store_listed(svc: Services, athlete_id: int) -> reconcile.Comparison | None:
+    """List the athlete's recent activities once and store them (None: not connected)."""
+    connection = reconcile.live_connection(svc, athlete_id=athlete_id)
+    if connection is None:
+        return None
+    return reconcile.compare_listing(
+        svc,
+        connection,
+        lambda token: svc.client.list_activities(
+            token, per_page=reconcile.PER_PAGE, lane="realtime"
+        ),
+        lambda conn, listing: models.activities_by_id(conn, listing.theirs.keys()),
+        kinds=("created", "updated"),
+    )
 
 
 def _utc(when: float) -> datetime:
     return datetime.fromtimestamp(when, UTC)
-
-
-def _theirs(summaries: list[dict], athlete_id: int) -> dict[int, dict]:
-    """The listed activities of this athlete, parsed (Strava lists only theirs; we check)."""
-    parsed = (parse_activity(s) for s in summaries)
-    return {v["id"]: v for v in parsed if v["athlete_id"] == athlete_id}
 
 
 def _events(conn, athlete_id: int, activity_id: int):

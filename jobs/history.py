@@ -19,9 +19,7 @@ import reconcile
 import services
 from jobs import failures
 from services import Services
-from strava_client import parse_activity
 from strava_client.ratebudget import NoPermit
-from strava_client.tokens import access_token
 
 VERIFY_SLICE = 0.1  # share of the day's read limit the history checks may plan
 PLANNED_KEY = "strava-sync:history-planned:{day}"  # one planning a UTC day, across workers
@@ -82,31 +80,36 @@ def verify_page(
     svc: Services, rider_id: int, before: int | None
 ) -> tuple[int | None, reconcile.Repair]:
     """Compare one page of the rider's history; returns (the next cursor or None, what changed)."""
-    with svc.engine.connect() as conn:
-        connection = models.get_connection(conn, rider_id)
-    if connection is None or connection.deauthorized_at is not None:
+    connection = reconcile.live_connection(svc, rider_id=rider_id)
+    if connection is None:
         return None, reconcile.Repair()  # gone since planned: nothing of theirs is left to check
     before = before or int(svc.clock()) + 1
-    token = access_token(svc, rider_id)
-    listed_at = svc.now()
-    batch = svc.client.list_activities(token, before=before, per_page=reconcile.PER_PAGE)
-    theirs = {
-        v["id"]: v for v in map(parse_activity, batch) if v["athlete_id"] == connection.athlete_id
-    }
-    full = len(batch) >= reconcile.PER_PAGE
-    oldest = min((int(v["start_date"].timestamp()) for v in theirs.values()), default=None)
-    # A full page may stop inside one second: that second is compared again on the next page.
-    after = EPOCH if not full or oldest is None else datetime.fromtimestamp(oldest, UTC)
     upper = datetime.fromtimestamp(before, UTC)
-    with svc.engine.begin() as conn:
-        ours = models.activities_for_repair(conn, rider_id, after, upper)
-        changes = reconcile.diff(
-            ours, theirs, athlete_id=connection.athlete_id, listed_at=listed_at
-        )
-        changes = reconcile.Changes(deleted=changes.deleted)  # the check is for deletes
-        reconcile.apply(svc, conn, connection, changes)
-    cursor = None if not full or oldest is None else max(min(oldest + 1, before - 1), 1)
-    return cursor, reconcile.Repair(changes=changes, requests=1)
+
+    def held(conn, listing: reconcile.Listing):
+        return models.activities_for_repair(conn, rider_id, _span(listing)[0], upper)
+
+    compared = reconcile.compare_listing(
+        svc,
+        connection,
+        lambda token: svc.client.list_activities(token, before=before, per_page=reconcile.PER_PAGE),
+        held,
+        kinds=("deleted",),  # the check is for deletes
+    )
+    if compared is None:
+        return None, reconcile.Repair(requests=1)  # disconnected while Strava answered
+    oldest = _span(compared.listing)[1]
+    cursor = None if oldest is None else max(min(oldest + 1, before - 1), 1)
+    return cursor, reconcile.Repair(changes=compared.changes, requests=1)
+
+
+def _span(listing: reconcile.Listing) -> tuple[datetime, int | None]:
+    """The start of the span a page answers for, and its oldest start when more pages follow."""
+    oldest = min((int(v["start_date"].timestamp()) for v in listing.theirs.values()), default=None)
+    if listing.sent < reconcile.PER_PAGE or oldest is None:
+        return EPOCH, None
+    # A full page may stop inside one second: that second is compared again on the next page.
+    return datetime.fromtimestamp(oldest, UTC), oldest
 
 
 def verify_history(rider_id: int, run_id: int, before: int | None = None) -> str:

@@ -67,7 +67,10 @@ def store_tokens(conn: Connection, rider_id: int, tokens: dict) -> None:
     """Store a refreshed token pair (already encrypted)."""
     conn.execute(
         strava_connection.update()
-        .where(strava_connection.c.rider_id == rider_id)
+        # A pair issued while the rider disconnected is not stored: the purge stays a purge.
+        .where(
+            strava_connection.c.rider_id == rider_id, strava_connection.c.deauthorized_at.is_(None)
+        )
         .values(
             access_token=tokens["access_token"],
             refresh_token=tokens["refresh_token"],
@@ -83,8 +86,41 @@ def update_connection(conn: Connection, rider_id: int, **values) -> None:
     )
 
 
+def lock_connection(conn: Connection, rider_id: int):
+    """The rider's connection row, locked against other writers until the transaction ends.
+
+    PostgreSQL locks the row (FOR UPDATE). SQLite has no row locks: a write that changes nothing
+    takes its database-wide write lock, which holds off every other writer just the same.
+    """
+    table = strava_connection
+    mine = table.c.rider_id == rider_id
+    if conn.dialect.name == "sqlite":
+        conn.execute(table.update().where(mine).values(rider_id=table.c.rider_id))
+    return conn.execute(sa.select(table).where(mine).with_for_update()).first()
+
+
+def lock_live_connection(conn: Connection, rider_id: int, athlete_id: int):
+    """The rider's connection, locked (see lock_connection), if it is live and still the athlete's.
+
+    None when it was disconnected, revoked or lost its grant, or now links another athlete: what
+    was read from Strava under the old connection must not be written.
+    """
+    row = lock_connection(conn, rider_id)
+    live = (
+        row is not None
+        and row.athlete_id == athlete_id
+        and row.deauthorized_at is None
+        and row.refresh_token is not None
+        and row.needs_reconnect_since is None
+    )
+    return row if live else None
+
+
 def deauthorize(conn: Connection, rider_id: int, *, now: datetime) -> int:
     """Remove a rider's Strava data after a confirmed revocation; returns activities deleted."""
+    # The lock every write that follows a Strava read takes: one in flight finishes first, or
+    # finds the connection gone and writes nothing.
+    lock_connection(conn, rider_id)
     deleted = conn.execute(
         strava_activity.delete().where(strava_activity.c.rider_id == rider_id)
     ).rowcount

@@ -5,14 +5,21 @@ from Strava (summaries only: one request per 200 activities) and compared with o
 comparison is a pure function, `diff(ours, theirs) -> Changes`; a repair applies the changes and a
 dry run simply does not. Running it twice changes nothing the second time. Planning takes riders
 least recently reconciled first, as many as the day's bulk budget allows; the rest wait.
+
+`compare_listing` is the one list-diff-apply path that the sweep, the backfill, the history check
+and the catch-up share; each says only what differs (window, paging, what it records). Its write
+re-checks the connection under the row lock the purge takes, so a rider who disconnects while a
+list request is in flight gets nothing written back.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+
+from sqlalchemy.engine import Connection
 
 import models
 from services import Services
@@ -188,30 +195,116 @@ def _owned(listed: list[dict], athlete_id: int) -> dict[int, dict]:
     return {v["id"]: v for v in map(parse_activity, listed) if v["athlete_id"] == athlete_id}
 
 
+# -- the one list-diff-apply path -----------------------------------------------------------------
+
+KINDS = ("created", "updated", "deleted")
+
+
+@dataclass(frozen=True)
+class Listing:
+    """One list answer: the athlete's own activities in it (id -> parsed), and its length."""
+
+    theirs: dict[int, dict]
+    sent: int  # summaries Strava sent, before keeping the athlete's own: a full page has more
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A list answer compared with the rows we hold for it, and the changes applied."""
+
+    listing: Listing
+    ours: Mapping[int, Mapping]
+    changes: Changes
+
+
+def live_connection(svc: Services, *, rider_id: int | None = None, athlete_id: int | None = None):
+    """The connection to compare, by rider or athlete; None when it is missing or disconnected."""
+    with svc.engine.connect() as conn:
+        if athlete_id is None:
+            row = models.get_connection(conn, rider_id)
+        else:
+            row = models.get_connection_by_athlete(conn, athlete_id)
+    gone = row is None or row.deauthorized_at is not None or row.refresh_token is None
+    return None if gone else row
+
+
+def compare_listing(
+    svc: Services,
+    connection,
+    list_summaries: Callable[[str], list[dict]],
+    held: Callable[[Connection, Listing], Mapping[int, Mapping]],
+    *,
+    kinds: tuple[str, ...] = KINDS,
+    keep: Callable[[dict], bool] = lambda values: True,
+    record: Callable[[Connection, Comparison], None] | None = None,
+    dry_run: bool = False,
+) -> Comparison | None:
+    """List the athlete's activities, diff them with ours and apply the changes of `kinds`.
+
+    The caller says what differs: `list_summaries(token)` reads its window and pages, `keep`
+    narrows what Strava listed, `held` is our rows the listing answers for, and `record` writes
+    its bookkeeping in the same transaction. Raises NoPermit and the token errors; returns None,
+    writing nothing, when the connection went (or changed hands) while Strava answered.
+    """
+    token = access_token(svc, connection.rider_id)
+    listed_at = svc.now()  # fetched_at uses the same clock: a later fetch is newer than this
+    summaries = list_summaries(token)
+    theirs = {i: v for i, v in _owned(summaries, connection.athlete_id).items() if keep(v)}
+    listing = Listing(theirs, len(summaries))
+    athlete_id = connection.athlete_id
+    with svc.engine.begin() as conn:
+        # Under the row lock `models.deauthorize` takes too: a disconnect either waits for this
+        # write and purges it, or has happened and this writes nothing.
+        if models.lock_live_connection(conn, connection.rider_id, athlete_id) is None:
+            return None
+        ours = held(conn, listing)
+        found = diff(
+            ours, theirs, athlete_id=athlete_id, listed_at=listed_at, deletes="deleted" in kinds
+        )
+        changes = Changes(*(getattr(found, k) if k in kinds else () for k in KINDS))
+        if not dry_run:
+            apply(svc, conn, connection, changes)
+        comparison = Comparison(listing, ours, changes)
+        if record is not None:
+            record(conn, comparison)
+    return comparison
+
+
+# -- the callers: the nightly sweep and the backfill ----------------------------------------------
+
+
 def repair_rider(svc: Services, rider_id: int, *, dry_run: bool = False) -> Repair:
     """Make the rider's activities in the lookback window equal Strava's; raises NoPermit."""
-    with svc.engine.connect() as conn:
-        connection = models.get_connection(conn, rider_id)
+    connection = live_connection(svc, rider_id=rider_id)
+    repair = Repair()
+    if connection is None:
+        return repair  # disconnected since planned: nothing of theirs is left to compare
     now = svc.now()
     after = lookback_start(now, connection.last_reconciled_at, svc.settings.reconcile_lookback_days)
-    token = access_token(svc, rider_id)
-    repair = Repair()
-    listed_at = svc.now()  # fetched_at uses the same clock: a later fetch is newer than this
-    listed = _list_all(svc, token, connection.scope, repair, after=int(after.timestamp()))
-    theirs = _owned(listed, connection.athlete_id)
-    with svc.engine.begin() as conn:
-        ours = models.activities_for_repair(
-            conn, rider_id, after, now + timedelta(days=1), theirs.keys()
-        )
-        repair.changes = diff(ours, theirs, athlete_id=connection.athlete_id, listed_at=listed_at)
+
+    def held(conn, listing: Listing):
+        upper = now + timedelta(days=1)
+        return models.activities_for_repair(conn, rider_id, after, upper, listing.theirs.keys())
+
+    def record(conn, comparison: Comparison) -> None:
+        repair.changes = changes = comparison.changes
         # A change counts as announced when an event for it arrived after we last saw it.
-        last_seen = {i: ours[i]["fetched_at"] if i in ours else after for i in repair.changes.ids()}
+        ours = comparison.ours
+        last_seen = {i: ours[i]["fetched_at"] if i in ours else after for i in changes.ids()}
         repair.unannounced = len(models.unannounced(conn, last_seen))
-        if dry_run:
-            return repair
-        apply(svc, conn, connection, repair.changes)
-        # The same clock as the window's end, so the next lookback starts where this one ended.
-        models.update_connection(conn, rider_id, last_reconciled_at=now, last_sync=now)
+        if not dry_run:
+            # The same clock as the window's end: the next lookback starts where this one ended.
+            models.update_connection(conn, rider_id, last_reconciled_at=now, last_sync=now)
+
+    start = int(after.timestamp())
+    compare_listing(
+        svc,
+        connection,
+        lambda token: _list_all(svc, token, connection.scope, repair, after=start),
+        held,
+        record=record,
+        dry_run=dry_run,
+    )
     return repair
 
 
@@ -221,27 +314,33 @@ def backfill_page(svc: Services, rider_id: int, floor: int | None) -> tuple[bool
     The cursor (`backfill_before`) is saved after every page, so a backfill that runs out of
     budget resumes where it stopped. Nothing is deleted: a backfill only adds and refreshes.
     """
-    with svc.engine.connect() as conn:
-        connection = models.get_connection(conn, rider_id)
-    if connection.backfill_before == 0:
-        return True, Repair()  # finished earlier: a re-run of the job changes nothing
+    connection = live_connection(svc, rider_id=rider_id)
+    if connection is None or connection.backfill_before == 0:
+        return True, Repair()  # disconnected, or finished earlier: a re-run changes nothing
     before = connection.backfill_before or int(svc.clock()) + 1
-    token = access_token(svc, rider_id)
-    listed_at = svc.now()
-    # No `after`: with it Strava lists oldest first, and the cursor walks newest to oldest.
-    batch = svc.client.list_activities(token, before=before, per_page=PER_PAGE)
-    theirs = _owned(batch, connection.athlete_id)
-    starts = {i: int(v["start_date"].timestamp()) for i, v in theirs.items()}
-    if floor is not None:
-        theirs = {i: v for i, v in theirs.items() if starts[i] > floor}
-    oldest = min((starts[i] for i in theirs), default=None)
-    finished = oldest is None or len(theirs) < len(batch)
-    with svc.engine.begin() as conn:
-        ours = models.activities_by_id(conn, theirs.keys())
-        changes = diff(
-            ours, theirs, athlete_id=connection.athlete_id, listed_at=listed_at, deletes=False
+
+    def record(conn, comparison: Comparison) -> None:
+        models.update_connection(
+            conn, rider_id, backfill_before=_cursor(comparison.listing), last_sync=svc.now()
         )
-        apply(svc, conn, connection, changes)
-        cursor = 0 if finished else oldest
-        models.update_connection(conn, rider_id, backfill_before=cursor, last_sync=svc.now())
-    return finished, Repair(changes=changes, requests=1)
+
+    compared = compare_listing(
+        svc,
+        connection,
+        # No `after`: with it Strava lists oldest first, and the cursor walks newest to oldest.
+        lambda token: svc.client.list_activities(token, before=before, per_page=PER_PAGE),
+        lambda conn, listing: models.activities_by_id(conn, listing.theirs.keys()),
+        kinds=("created", "updated"),
+        keep=lambda values: floor is None or int(values["start_date"].timestamp()) > floor,
+        record=record,
+    )
+    if compared is None:
+        return True, Repair(requests=1)  # disconnected while Strava answered
+    return _cursor(compared.listing) == 0, Repair(changes=compared.changes, requests=1)
+
+
+def _cursor(listing: Listing) -> int:
+    """Where the backfill's next page ends: its oldest start kept, or 0 when it has finished."""
+    oldest = min((int(v["start_date"].timestamp()) for v in listing.theirs.values()), default=None)
+    finished = oldest is None or len(listing.theirs) < listing.sent
+    return 0 if finished else oldest
