@@ -1,20 +1,24 @@
 """A real browser (headless Chromium through Selenium) walks the pages against the simulator.
 
 landing -> Connect with Strava (the simulator's consent page) -> /me -> leaderboard -> /admin ->
-disconnect, with a screenshot of each page in tests/artifacts/, no console errors, and basic
-accessibility checks (labels, alt text, headings, contrast of the orange button's text).
+disconnect, with a screenshot of each page in tests/artifacts/ at 1280 and 390 px, no console
+errors, basic accessibility checks (labels, alt text, headings, contrast of the orange button's
+text), and no page wider than a 390 px phone. The app and the simulator share a clock frozen at a
+fixed noon, so the day's budget and the rides do not depend on the hour the test runs at.
 Skipped, saying why, when Chromium, chromedriver or selenium are not installed.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from conftest import connect_rider, run_jobs
+from clocks import NOON, noon_clock
+from conftest import LiveServer, connect_rider, make_app, run_jobs
 
 import models
 from jobs import backfill
@@ -45,6 +49,7 @@ FLAGS = (
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
     "--disable-dev-shm-usage", "--window-size=1280,900",
 )  # fmt: skip
+PHONE = (390, 844)  # the narrowest common phone; 360 px ones get the same layout
 
 # Runs in the page: returns a list of accessibility problems (empty when none).
 A11Y_SCRIPT = """
@@ -93,7 +98,12 @@ def browser(monkeypatch):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     monkeypatch.setenv("SE_OFFLINE", "true")  # never let Selenium Manager download anything
-    driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
+    # Chromium hangs under libfaketime, and needs no faked clock: the app it visits has its own.
+    real_clock = {
+        k: v for k, v in os.environ.items() if not k.startswith(("LD_PRELOAD", "FAKETIME"))
+    }
+    service = Service(executable_path=CHROMEDRIVER, env=real_clock)
+    driver = webdriver.Chrome(options=options, service=service)
     driver.set_page_load_timeout(30)
     yield driver
     driver.quit()
@@ -107,10 +117,22 @@ def visit_checked(driver, name: str) -> None:
     errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
     assert errors == [], f"{name}: console errors {errors}"
     ARTIFACTS.mkdir(exist_ok=True)
-    height = driver.execute_script("return document.documentElement.scrollHeight")
-    driver.set_window_size(1280, max(900, height + 40))
-    driver.save_screenshot(str(ARTIFACTS / f"{name}.png"))
+    driver.set_window_size(*PHONE)
+    width, inner = driver.execute_script(
+        "return [document.documentElement.scrollWidth, window.innerWidth]"
+    )
+    assert inner <= PHONE[0] and width <= inner, f"{name} scrolls sideways: {width} > {inner} px"
+    screenshot(driver, ARTIFACTS / f"{name}-390.png", PHONE[0])
+    screenshot(driver, ARTIFACTS / f"{name}.png", 1280)
     driver.set_window_size(1280, 900)
+
+
+def screenshot(driver, path: Path, width: int) -> None:
+    """Save a full-page screenshot at a width (the window grows to the page's height)."""
+    driver.set_window_size(width, 900)
+    height = driver.execute_script("return document.documentElement.scrollHeight")
+    driver.set_window_size(width, max(900, height + 40))
+    driver.save_screenshot(str(path))
 
 
 def club_history(app, sim, now: datetime) -> None:
@@ -143,8 +165,25 @@ def budget_day(svc, now: float) -> None:
             budget.take_permit(lane="bulk")
 
 
-def test_browser_walks_connect_me_leaderboard_admin_and_disconnect(app, svc, sim, live, browser):
-    now = datetime.now(UTC)
+@pytest.fixture
+def noon_app(database_url, sim):
+    """The app and the simulator on one clock, frozen at a fixed noon (UTC)."""
+    sim.clock = noon_clock()
+    return make_app(database_url, sim, CLOCK=sim.clock.now)
+
+
+@pytest.fixture
+def noon_live(noon_app):
+    server = LiveServer(noon_app)
+    yield server
+    server.close()
+
+
+def test_browser_walks_connect_me_leaderboard_admin_and_disconnect(
+    noon_app, sim, noon_live, browser
+):
+    app, live, svc = noon_app, noon_live, noon_app.extensions["strava_sync"]
+    now = datetime.fromtimestamp(NOON, UTC)
     club_history(app, sim, now)
     athlete = sim.add_athlete("Ada", "Lovelace")
     for day in range(40):
@@ -181,7 +220,7 @@ def test_browser_walks_connect_me_leaderboard_admin_and_disconnect(app, svc, sim
     assert names[0] == "Hannah Moore" and "Ada Lovelace" in names
     visit_checked(browser, "3-leaderboard")
 
-    budget_day(svc, now.timestamp())
+    budget_day(svc, NOON)
     browser.get(live.url + "/admin")
     assert browser.find_element(By.TAG_NAME, "h1").text == "Operator dashboard"
     assert len(browser.find_elements(By.CSS_SELECTOR, "svg rect.bar")) == 96
