@@ -7,6 +7,7 @@ groups and holds the subscription commands; the rest live in `commands/`.
 
 from __future__ import annotations
 
+import json
 import secrets
 import sys
 
@@ -24,7 +25,11 @@ from strava_client import ApplicationInactive, BadRequest, StravaError, Unauthor
 from sync import invites
 from web.extension import current_services
 
-strava = PlainGroup("strava", help="Manage the Strava subscription, sweeps and backfills.")
+strava = PlainGroup(
+    "strava",
+    help="Run the sync: status, riders, leaderboard, reconcile, backfill, invite, subscription.",
+    short_help="status, riders, leaderboard, reconcile, backfill, invite, subscription",
+)
 subscription = AppGroup("subscription", help="The one webhook subscription Strava allows.")
 strava.add_command(subscription)
 strava.add_command(runs.reconcile_command)
@@ -105,7 +110,7 @@ def _require(svc: Services, *names: str) -> None:
         fail(f"{', '.join(missing)} must be set")
 
 
-@subscription.command("create")
+@subscription.command("create", short_help="Create the push subscription (checks the callback).")
 @click.option(
     "--callback-url", help="Public URL of /api/strava/webhook (default STRAVA_CALLBACK_URL)."
 )
@@ -132,12 +137,17 @@ def subscription_create(callback_url):
 
 
 @subscription.command("show")
-def subscription_show():
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (null when there is none).")
+def subscription_show(as_json):
     """Show the current subscription, or 'none'."""
     svc = current_services()
     _require(svc, "STRAVA_CLIENT_ID", "STRAVA_CLIENT_SECRET")
     existing = _existing(svc)
     _remember(svc, existing["id"] if existing else None)
+    if as_json:
+        keys = ("id", "callback_url", "created_at")
+        click.echo(json.dumps({k: existing.get(k) for k in keys} if existing else None))
+        return
     if not existing:
         click.echo("none")
         return
@@ -178,13 +188,23 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(strava)
 
 
-@strava.command("invite")
-@click.argument("rider_id", type=int)
-@click.option("--hours", type=click.FloatRange(min=0, min_open=True), default=invites.DEFAULT_HOURS)
-def invite_command(rider_id: int, hours: float) -> None:
-    """Print a signed, expiring, single-use connect link for an existing rider (last line)."""
+@strava.command("invite", short_help="Print a single-use connect link for a rider.")
+@runs.RIDER
+@click.option(
+    "--hours",
+    type=click.FloatRange(min=0, min_open=True),
+    default=invites.DEFAULT_HOURS,
+    show_default=True,
+    help="How long the link stays valid.",
+)
+def invite_command(rider: int, hours: float) -> None:
+    """Print a signed, expiring, single-use connect link for an existing rider (last line).
+
+    RIDER is a rider id or the rider's Strava athlete id (`strava riders` lists both).
+    """
     svc = current_services()
     try:
+        rider_id = runs.resolve_rider(svc, rider)
         invites.serializer(svc.config)  # refuse before anything is stored
         base = invites.public_base(svc.config)
         url = invites.connect_url(base, invites.issue(svc, rider_id, hours))

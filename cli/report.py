@@ -15,7 +15,7 @@ from web.extension import current_services
 _JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of lines.")
 
 
-@click.command("status")
+@click.command("status", short_help="What needs you now, then workers, events, riders, sweeps.")
 @with_appcontext
 @_JSON
 def status_command(as_json):
@@ -53,7 +53,7 @@ def rider_list(svc) -> list[dict]:
     ]
 
 
-@click.command("riders")
+@click.command("riders", short_help="Every rider: id, athlete, state, last sync, Eddington.")
 @with_appcontext
 @_JSON
 def riders_command(as_json):
@@ -74,10 +74,16 @@ def riders_command(as_json):
         )
 
 
-@click.command("leaderboard")
+@click.command("leaderboard", short_help="Connected riders ranked by Eddington number.")
 @with_appcontext
 @click.option("--km", is_flag=True, help="Rank by kilometres.  [default: miles]")
-@click.option("--limit", default=20, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--limit",
+    default=20,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Show at most N riders.",
+)
 @_JSON
 def leaderboard_command(km, limit, as_json):
     """Connected riders ranked by Eddington number (riders who hid themselves are left out)."""

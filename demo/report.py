@@ -62,7 +62,8 @@ def _event_lines(demo: Demo) -> list[str]:
     stored, d = sum(status.values()), demo.delivery
     return [
         f"  Webhook events   {d['delivered']} received: {stored - status['ignored']} queued "
-        f"({status['done']} done, {status['queued'] + status['pending']} waiting for a retry, "
+        f"({status['done']} done, {status['queued'] + status['pending']} still queued for a "
+        "retry not yet due, which the sweep covers too, "
         f"{status['failed']} failed), {d['delivered'] - stored} duplicate, "
         f"{status['ignored']} ignored",
         f"                   never delivered: {d['dropped']} dropped by Strava, {d['failed']} "

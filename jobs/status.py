@@ -286,7 +286,13 @@ def run_line(label: str, run: dict | None, status: dict) -> str:
     unannounced = run["activities_unannounced"]
     return (
         f"{label}: #{run['id']} {run['status']}, started {_started_ago(run, status)}{dry}; "
-        f"{run['riders_done']}/{plural(run['riders_planned'], 'rider')}, "
+        f"{run['riders_done']}/{plural(run['riders_planned'], 'rider')}"
+        + (
+            f" ({run['riders_deferred']} deferred to later nights)"
+            if run["riders_deferred"]
+            else ""
+        )
+        + ", "
         f"{run['activities_created']} created, {run['activities_updated']} updated, "
         f"{run['activities_deleted']} deleted"
         + (f" ({unannounced} never announced by an event)" if unannounced else "")

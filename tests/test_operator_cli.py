@@ -186,3 +186,60 @@ def test_workers_log_one_line_per_job_outcome(app, client, sim, caplog):
     with svc.engine.connect() as conn:
         token = svc.cipher.decrypt(models.get_connection_by_athlete(conn, athlete).access_token)
     assert token not in caplog.text
+
+
+def commands(group, path=()):
+    """(path, command) for every command under a click group, depth first."""
+    for name, command in group.commands.items():
+        yield (*path, name), command
+        if hasattr(command, "commands"):
+            yield from commands(command, (*path, name))
+
+
+def commands_at(group, path):
+    """The group at a path of command names."""
+    for name in path:
+        group = group.commands[name]
+    return group
+
+
+def test_every_command_summary_is_whole_and_the_strava_group_names_all_its_commands(app):
+    for path, command in commands(app.cli):
+        # click's limit in an 80-column terminal: the width less the longest sibling's name.
+        parent = app.cli if len(path) == 1 else commands_at(app.cli, path[:-1])
+        limit = 80 - 6 - max(len(name) for name in parent.commands)
+        assert not command.get_short_help_str(limit=limit).endswith("..."), path
+    summary = app.cli.commands["strava"].get_short_help_str(limit=80)
+    for name in app.cli.commands["strava"].commands:
+        assert name in summary, name
+
+
+def test_invite_and_leaderboard_options_say_what_they_do_and_their_defaults(runner):
+    assert (
+        "How long the link stays valid.  [default: 72"
+        in runner.invoke(args=["strava", "invite", "--help"]).output
+    )
+    assert (
+        "Show at most N riders.  [default: 20"
+        in runner.invoke(args=["strava", "leaderboard", "--help"]).output
+    )
+
+
+def test_backfill_and_invite_accept_an_athlete_id_and_say_which_rider_it_is(app, runner, sim):
+    rider, athlete = connect_rider(app, sim)
+    result = runner.invoke(args=["strava", "backfill", str(athlete), "--no-wait"])
+    assert result.stderr.startswith(f"Strava athlete {athlete} is rider {rider}.\n")
+    assert f"Backfill #1 of rider {rider} queued" in result.stdout
+    app.config["SECRET_KEY"] = "invite-key"
+    app.config["PUBLIC_URL"] = "https://club.example"
+    result = runner.invoke(args=["strava", "invite", str(athlete)])
+    assert result.exit_code == 0 and f"Invite for rider {rider}, valid 72 hours" in result.stdout
+    unknown = runner.invoke(args=["strava", "invite", "4242424"])
+    assert unknown.exit_code == 1
+    assert "there is no rider or Strava athlete 4242424" in unknown.stderr
+
+
+def test_subscription_show_prints_json(runner, sim):
+    assert (
+        json.loads(runner.invoke(args=["strava", "subscription", "show", "--json"]).stdout) is None
+    )
