@@ -1,7 +1,9 @@
 """docs/deploy.md's rehearsal, step by step, against `flask --app app simulate` as a process.
 
-The simulator, gunicorn (`wsgi:app`) and, with real services, two `rq worker` processes run as an
-operator starts them; the admin commands run as subprocesses with the same environment.
+The simulator, gunicorn (`wsgi:app`, two workers sharing SECRET_KEY) and, with real services, two
+`rq worker` processes run as an operator starts them; the admin commands run as subprocesses with
+the same environment. The operator connects, opens /admin, invites a rider, the ride's event is
+delivered, and the nightly sweep is called as GitHub calls it.
 """
 
 import json
@@ -62,6 +64,7 @@ def environment(tmp_path):
     env.update(STRAVA_VERIFY_TOKEN="rehearsal", CRON_SECRET="rehearsal")
     env["CREATE_FETCH_DELAY_SECONDS"] = "0"  # as the guide's rehearsal sets it
     env["SECRET_KEY"] = "rehearsal-session-key"  # the web processes must share it
+    env["CLUB_NAME"] = "Rehearsal Wheelers"
     env.pop("REDIS_URL", None)
     if REAL_DATABASE:
         engine = models.make_engine(normalise(REAL_DATABASE, ""))
@@ -84,7 +87,8 @@ def test_the_guide_rehearsed_against_flask_simulate(environment, tmp_path):
     env = environment
     processes = []
     simulate = [sys.executable, "-m", "flask", "--app", "app", "simulate", "--port", "0"]
-    worker = [str(BIN / "rq"), "worker", "--with-scheduler", "strava", "reconcile"]
+    worker = [str(BIN / "rq"), "worker", "-w", "worker.Worker", "--worker-ttl", "60"]
+    worker += ["--maintenance-interval", "30", "--with-scheduler", "strava", "reconcile"]
     try:
         # Terminal 1: the simulator.
         simulator = start(simulate, env, tmp_path / "sim.log", stdout=subprocess.PIPE)
@@ -92,13 +96,19 @@ def test_the_guide_rehearsed_against_flask_simulate(environment, tmp_path):
         sim = re.search(r"on (http://127\.0\.0\.1:\d+)", simulator.stdout.readline())[1]
         env.update(STRAVA_API_URL=f"{sim}/api/v3", STRAVA_OAUTH_URL=f"{sim}/oauth")
         env.update(STRAVA_CLIENT_ID="4242", STRAVA_CLIENT_SECRET="sim-client-secret")
+        # The operator's Strava athlete, made first: its id goes in ADMIN_ATHLETE_IDS.
+        names = {"firstname": "Ada", "lastname": "Lovelace"}
+        athlete = requests.post(f"{sim}/_sim/athletes", json=names, timeout=5).json()["id"]
+        env["ADMIN_ATHLETE_IDS"] = str(athlete)
 
         # Terminal 2: the database, the web app, the workers.
         assert "Database ready" in flask(env, "init-db").stdout
         port = free_port()
         app = f"http://127.0.0.1:{port}"
+        env["PUBLIC_URL"] = app
         workers = "1" if "INLINE_OK" in env else "2"
-        web = [str(BIN / "gunicorn"), "-w", workers, "-b", f"127.0.0.1:{port}", "wsgi:app"]
+        web = [str(BIN / "gunicorn"), "--workers", workers, "--threads", "4",
+               "--bind", f"127.0.0.1:{port}", "wsgi:app"]  # fmt: skip
         processes.append(start(web, env, tmp_path / "web.log"))
 
         def healthy():
@@ -115,13 +125,21 @@ def test_the_guide_rehearsed_against_flask_simulate(environment, tmp_path):
         created = flask(env, "strava", "subscription", "create", "--callback-url", callback)
         assert "Subscription created" in created.stdout
 
-        # A rider connects: make an athlete, log in as them, open the connect page.
-        names = {"firstname": "Ada", "lastname": "Lovelace"}
-        athlete = requests.post(f"{sim}/_sim/athletes", json=names, timeout=5).json()["id"]
+        # The operator connects and opens /admin.
         requests.post(f"{sim}/_sim/login", json={"athlete_id": athlete}, timeout=5)
         with requests.Session() as browser:
             page = browser.get(f"{app}/strava/connect", timeout=10)
-        assert (page.status_code, "Ada" in page.text) == (200, True), page.text
+            assert (page.status_code, "Ada" in page.text) == (200, True), page.text
+            admin = browser.get(f"{app}/admin", timeout=10)
+        assert admin.status_code == 200 and "Operator dashboard" in admin.text
+        assert "Rehearsal Wheelers" in admin.text
+
+        # An invite, made on the laptop, opened in another browser by the same athlete.
+        invite = flask(env, "strava", "invite", str(athlete)).stdout.splitlines()[-1]
+        assert invite.startswith(f"{app}/strava/connect?invite="), invite
+        with requests.Session() as phone:
+            page = phone.get(invite, timeout=10)
+        assert (page.status_code, page.url) == (200, f"{app}/me"), page.text
 
         # The rider uploads a ride; Strava pushes the event.
         ride = {"name": "Hills", "distance": 42000}
@@ -142,6 +160,18 @@ def test_the_guide_rehearsed_against_flask_simulate(environment, tmp_path):
             assert data["queues"]["strava"]["workers"] == 2 and data["warnings"] == []
         riders = flask(env, "strava", "riders").stdout
         assert "Ada Lovelace" in riders and "current" in riders
+
+        # The nightly sweep, called as GitHub's workflow calls it.
+        auth = {"Authorization": f"Bearer {env['CRON_SECRET']}"}
+        sweep = requests.post(f"{app}/api/cron/reconcile", headers=auth, json={}, timeout=30)
+        assert sweep.status_code == 200 and sweep.json()["planned"] == 1, sweep.text
+        if REAL_REDIS:  # a worker prints one line per job it ran (after the job's last write)
+
+            def job_line():
+                logs = "".join((tmp_path / f"w{i}.log").read_text() for i in range(2))
+                return re.search(rf"activity \d+ of athlete {athlete}: created", logs)
+
+            wait_until(job_line, timeout=30, what="the worker's line for the ride")
     finally:
         for process in reversed(processes):
             stop(process)
