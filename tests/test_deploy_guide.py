@@ -175,3 +175,22 @@ def test_the_guide_rehearsed_against_flask_simulate(environment, tmp_path):
     finally:
         for process in reversed(processes):
             stop(process)
+
+
+def test_the_guide_agrees_with_the_files_it_hands_out():
+    guide = (ROOT / "docs" / "deploy.md").read_text()
+    unit = (ROOT / "deploy" / "strava-sync-worker.service").read_text()
+    restart = re.search(r"^RestartSec=(\d+)$", unit, re.MULTILINE)[1]
+    assert set(re.findall(r"RestartSec=(\d+)", guide)) == {restart}
+    threads = re.search(r"--threads \d+", (ROOT / "Procfile").read_text())[0]
+    gunicorn_lines = re.findall(r"gunicorn --workers.*", guide)
+    assert gunicorn_lines and all(threads in line for line in gunicorn_lines), gunicorn_lines
+    example = (ROOT / ".env.example").read_text()
+    for name in ("SECRET_KEY", "PUBLIC_URL", "ADMIN_ATHLETE_IDS", "CLUB_NAME"):
+        assert re.search(rf"^{name}=", example, re.MULTILINE), name
+        assert f"| `{name}`" in guide, name
+    assert "chmod 600 .env" in guide and "chmod 600 .env" in example
+    rehearsal = guide[guide.index("## 10. Rehearse") :]
+    for step in ("export SECRET_KEY=", ". .venv/bin/activate", "strava invite", "/admin",
+                 "/api/cron/reconcile"):  # fmt: skip
+        assert step in rehearsal, step
