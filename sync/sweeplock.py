@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 
 import models
+from models import overview
 
 SETTING = "sweep_run_id"
 PLANNING_LOCK = "strava-sync:sweep-planning"
@@ -56,7 +57,8 @@ def cron_waits_until(svc, run) -> datetime | None:
 
 def waiting_sentence(run_id: int, trigger: str, until: datetime) -> str:
     """Why the nightly sweep is skipped, in the words both `strava status` and the cron answer."""
-    who = "the nightly sweep" if trigger == "cron" else f"a full sweep started by {trigger}"
+    nightly = trigger in overview.NIGHTLY_TRIGGERS
+    who = "the last nightly sweep" if nightly else f"a full sweep started by {trigger}"
     return (
         f"the nightly sweep is skipped until {until:%Y-%m-%d %H:%M} UTC: {who} (run #{run_id}) "
         "already read every rider's activities (RECONCILE_MIN_INTERVAL_HOURS)"
