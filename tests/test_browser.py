@@ -165,6 +165,18 @@ def budget_day(svc, now: float) -> None:
             budget.take_permit(lane="bulk")
 
 
+def admin_shows_the_chart_and_makes_an_invite(browser, url: str) -> None:
+    """/admin: warnings first, the day's chart, and an invite link made with its form."""
+    browser.get(url + "/admin")
+    assert browser.find_element(By.TAG_NAME, "h1").text == "Operator dashboard"
+    headings = [h.text for h in browser.find_elements(By.TAG_NAME, "h2")]
+    assert headings[:3] == ["Needs you now", "Workers", "Events"], headings
+    assert len(browser.find_elements(By.CSS_SELECTOR, "svg rect.bar")) == 96
+    browser.find_element(By.CSS_SELECTOR, "button[type=submit]:not(.link)").click()
+    assert "/strava/connect?invite=" in browser.find_element(By.ID, "invite-url").text
+    visit_checked(browser, "4-admin")
+
+
 @pytest.fixture
 def noon_app(database_url, sim):
     """The app and the simulator on one clock, frozen at a fixed noon (UTC)."""
@@ -221,12 +233,7 @@ def test_browser_walks_connect_me_leaderboard_admin_and_disconnect(
     visit_checked(browser, "3-leaderboard")
 
     budget_day(svc, NOON)
-    browser.get(live.url + "/admin")
-    assert browser.find_element(By.TAG_NAME, "h1").text == "Operator dashboard"
-    assert len(browser.find_elements(By.CSS_SELECTOR, "svg rect.bar")) == 96
-    browser.find_element(By.CSS_SELECTOR, "button[type=submit]:not(.link)").click()
-    assert "/strava/connect?invite=" in browser.find_element(By.ID, "invite-url").text
-    visit_checked(browser, "4-admin")
+    admin_shows_the_chart_and_makes_an_invite(browser, live.url)
 
     browser.get(live.url + "/nowhere")
     assert browser.find_element(By.TAG_NAME, "h1").text == "Not Found"

@@ -83,12 +83,67 @@ def environment(tmp_path):
     return env
 
 
+def start_web_and_workers(env, tmp_path: Path, processes: list) -> str:
+    """init-db, gunicorn as the guide starts it, and (with Redis) two workers; the app's URL."""
+    worker = [str(BIN / "rq"), "worker", "-w", "worker.Worker", "--worker-ttl", "60"]
+    worker += ["--maintenance-interval", "30", "--with-scheduler", "strava", "reconcile"]
+    assert "Database ready" in flask(env, "init-db").stdout
+    port = free_port()
+    app = f"http://127.0.0.1:{port}"
+    env["PUBLIC_URL"] = app
+    workers = "1" if "INLINE_OK" in env else "2"
+    web = [str(BIN / "gunicorn"), "--workers", workers, "--threads", "4",
+           "--bind", f"127.0.0.1:{port}", "wsgi:app"]  # fmt: skip
+    processes.append(start(web, env, tmp_path / "web.log"))
+
+    def healthy():
+        try:
+            return requests.get(f"{app}/healthz", timeout=5).status_code == 200
+        except requests.RequestException:
+            return False  # still booting
+
+    wait_until(healthy, timeout=60, what="gunicorn to answer /healthz")
+    if REAL_REDIS:
+        for i in range(2):
+            processes.append(start([*worker, "--url", REAL_REDIS], env, tmp_path / f"w{i}.log"))
+    return app
+
+
+def operator_connects_opens_admin_and_invites(env, app: str, sim: str, athlete: int) -> None:
+    """The operator connects and opens /admin; an invite made on the laptop works elsewhere."""
+    requests.post(f"{sim}/_sim/login", json={"athlete_id": athlete}, timeout=5)
+    with requests.Session() as browser:
+        page = browser.get(f"{app}/strava/connect", timeout=10)
+        assert (page.status_code, "Ada" in page.text) == (200, True), page.text
+        admin = browser.get(f"{app}/admin", timeout=10)
+    assert admin.status_code == 200 and "Operator dashboard" in admin.text
+    assert "Rehearsal Wheelers" in admin.text
+    # Made on the laptop, opened in another browser (two gunicorn workers, one SECRET_KEY).
+    invite = flask(env, "strava", "invite", str(athlete)).stdout.splitlines()[-1]
+    assert invite.startswith(f"{app}/strava/connect?invite="), invite
+    with requests.Session() as phone:
+        page = phone.get(invite, timeout=10)
+    assert (page.status_code, page.url) == (200, f"{app}/me"), page.text
+
+
+def nightly_sweep_and_worker_lines(env, app: str, athlete: int, tmp_path: Path) -> None:
+    """The nightly sweep called as GitHub's workflow calls it; each worker's one line per job."""
+    auth = {"Authorization": f"Bearer {env['CRON_SECRET']}"}
+    sweep = requests.post(f"{app}/api/cron/reconcile", headers=auth, json={}, timeout=30)
+    assert sweep.status_code == 200 and sweep.json()["planned"] == 1, sweep.text
+    if REAL_REDIS:  # a worker prints its line after the job's last write
+
+        def job_line():
+            logs = "".join((tmp_path / f"w{i}.log").read_text() for i in range(2))
+            return re.search(rf"activity \d+ of athlete {athlete}: created", logs)
+
+        wait_until(job_line, timeout=30, what="the worker's line for the ride")
+
+
 def test_the_guide_rehearsed_against_flask_simulate(environment, tmp_path):
     env = environment
     processes = []
     simulate = [sys.executable, "-m", "flask", "--app", "app", "simulate", "--port", "0"]
-    worker = [str(BIN / "rq"), "worker", "-w", "worker.Worker", "--worker-ttl", "60"]
-    worker += ["--maintenance-interval", "30", "--with-scheduler", "strava", "reconcile"]
     try:
         # Terminal 1: the simulator.
         simulator = start(simulate, env, tmp_path / "sim.log", stdout=subprocess.PIPE)
@@ -102,44 +157,12 @@ def test_the_guide_rehearsed_against_flask_simulate(environment, tmp_path):
         env["ADMIN_ATHLETE_IDS"] = str(athlete)
 
         # Terminal 2: the database, the web app, the workers.
-        assert "Database ready" in flask(env, "init-db").stdout
-        port = free_port()
-        app = f"http://127.0.0.1:{port}"
-        env["PUBLIC_URL"] = app
-        workers = "1" if "INLINE_OK" in env else "2"
-        web = [str(BIN / "gunicorn"), "--workers", workers, "--threads", "4",
-               "--bind", f"127.0.0.1:{port}", "wsgi:app"]  # fmt: skip
-        processes.append(start(web, env, tmp_path / "web.log"))
-
-        def healthy():
-            try:
-                return requests.get(f"{app}/healthz", timeout=5).status_code == 200
-            except requests.RequestException:
-                return False  # still booting
-
-        wait_until(healthy, timeout=60, what="gunicorn to answer /healthz")
-        if REAL_REDIS:
-            for i in range(2):
-                processes.append(start([*worker, "--url", REAL_REDIS], env, tmp_path / f"w{i}.log"))
+        app = start_web_and_workers(env, tmp_path, processes)
         callback = f"{app}/api/strava/webhook"
         created = flask(env, "strava", "subscription", "create", "--callback-url", callback)
         assert "Subscription created" in created.stdout
 
-        # The operator connects and opens /admin.
-        requests.post(f"{sim}/_sim/login", json={"athlete_id": athlete}, timeout=5)
-        with requests.Session() as browser:
-            page = browser.get(f"{app}/strava/connect", timeout=10)
-            assert (page.status_code, "Ada" in page.text) == (200, True), page.text
-            admin = browser.get(f"{app}/admin", timeout=10)
-        assert admin.status_code == 200 and "Operator dashboard" in admin.text
-        assert "Rehearsal Wheelers" in admin.text
-
-        # An invite, made on the laptop, opened in another browser by the same athlete.
-        invite = flask(env, "strava", "invite", str(athlete)).stdout.splitlines()[-1]
-        assert invite.startswith(f"{app}/strava/connect?invite="), invite
-        with requests.Session() as phone:
-            page = phone.get(invite, timeout=10)
-        assert (page.status_code, page.url) == (200, f"{app}/me"), page.text
+        operator_connects_opens_admin_and_invites(env, app, sim, athlete)
 
         # The rider uploads a ride; Strava pushes the event.
         ride = {"name": "Hills", "distance": 42000}
@@ -161,17 +184,7 @@ def test_the_guide_rehearsed_against_flask_simulate(environment, tmp_path):
         riders = flask(env, "strava", "riders").stdout
         assert "Ada Lovelace" in riders and "current" in riders
 
-        # The nightly sweep, called as GitHub's workflow calls it.
-        auth = {"Authorization": f"Bearer {env['CRON_SECRET']}"}
-        sweep = requests.post(f"{app}/api/cron/reconcile", headers=auth, json={}, timeout=30)
-        assert sweep.status_code == 200 and sweep.json()["planned"] == 1, sweep.text
-        if REAL_REDIS:  # a worker prints one line per job it ran (after the job's last write)
-
-            def job_line():
-                logs = "".join((tmp_path / f"w{i}.log").read_text() for i in range(2))
-                return re.search(rf"activity \d+ of athlete {athlete}: created", logs)
-
-            wait_until(job_line, timeout=30, what="the worker's line for the ride")
+        nightly_sweep_and_worker_lines(env, app, athlete, tmp_path)
     finally:
         for process in reversed(processes):
             stop(process)
