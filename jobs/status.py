@@ -91,10 +91,13 @@ def _queues(svc: Services, now: datetime) -> dict:
         queue = svc.queue(name)
         failed, scheduled = FailedJobRegistry(queue=queue), ScheduledJobRegistry(queue=queue)
         overdue, late = _overdue(scheduled, now)
+        workers = workers_listening(svc, name)
+        # A scheduler holds this lock while it runs (one per queue among all the workers); the
+        # inline thread schedules for itself.
+        lock = RQScheduler.get_locking_key(name)
         result[name] = {
-            "workers": workers_listening(svc, name),
-            # A scheduler holds this lock while it runs (one per queue among all the workers).
-            "scheduler": svc.inline or bool(svc.redis.exists(RQScheduler.get_locking_key(name))),
+            "workers": workers,
+            "scheduler": workers > 0 if svc.inline else bool(svc.redis.exists(lock)),
             "queued": queue.count,
             "started": StartedJobRegistry(queue=queue).count,
             "scheduled": scheduled.count,

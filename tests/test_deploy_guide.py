@@ -135,7 +135,7 @@ def nightly_sweep_and_worker_lines(env, app: str, athlete: int, tmp_path: Path) 
 
         def job_line():
             logs = "".join((tmp_path / f"w{i}.log").read_text() for i in range(2))
-            return re.search(rf"activity \d+ of athlete {athlete}: created", logs)
+            return re.search(rf"\d\d:\d\d:\d\d activity \d+ of athlete {athlete}: [a-z]", logs)
 
         wait_until(job_line, timeout=30, what="the worker's line for the ride")
 

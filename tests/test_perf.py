@@ -187,7 +187,9 @@ def test_status_reports_riders_beyond_capacity(database_url, sim):
     data = status.collect_status(svc)
     # One read a day reaches one rider in 48 h; three need 1.5 sweeps a day: a limit of 2.
     assert data["sweep_capacity"] == {"riders_beyond": 2, "read_limit_needed": 2}
-    assert "riders beyond capacity: 2 (needs a read limit of 2/day)" in status.format_status(data)
+    assert (
+        "riders beyond the nightly sweep's reach: 2 (all fit with a read limit of 2 a day)"
+    ) in status.format_status(data)
 
 
 # -- the full-history check ------------------------------------------------------------------------
