@@ -32,6 +32,8 @@ try:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.wait import WebDriverWait
 except ImportError:  # pragma: no cover - depends on the machine
     webdriver = None
 
@@ -105,9 +107,16 @@ def browser(monkeypatch):
     service = Service(executable_path=CHROMEDRIVER, env=real_clock)
     driver = webdriver.Chrome(options=options, service=service)
     driver.set_page_load_timeout(30)
+    driver.implicitly_wait(10)  # a find after a click waits for the next page's element
     yield driver
     driver.quit()
     shutil.rmtree(profile, ignore_errors=True)
+
+
+def click_and_wait(driver, element) -> None:
+    """Click, then wait until the page the click left is gone (a click does not wait for it)."""
+    element.click()
+    WebDriverWait(driver, 30).until(expected_conditions.staleness_of(element))
 
 
 def visit_checked(driver, name: str) -> None:
@@ -172,7 +181,7 @@ def admin_shows_the_chart_and_makes_an_invite(browser, url: str) -> None:
     headings = [h.text for h in browser.find_elements(By.TAG_NAME, "h2")]
     assert headings[:3] == ["Needs you now", "Workers", "Events"], headings
     assert len(browser.find_elements(By.CSS_SELECTOR, "svg rect.bar")) == 96
-    browser.find_element(By.CSS_SELECTOR, "button[type=submit]:not(.link)").click()
+    click_and_wait(browser, browser.find_element(By.CSS_SELECTOR, "button[type=submit]:not(.link)"))
     assert "/strava/connect?invite=" in browser.find_element(By.ID, "invite-url").text
     visit_checked(browser, "4-admin")
 
@@ -218,8 +227,8 @@ def test_browser_walks_connect_me_leaderboard_admin_and_disconnect(
     visit_checked(browser, "1-landing")
 
     sim.login_as(athlete)
-    button.click()  # -> the simulator's authorize -> our callback -> /me
-    assert browser.current_url == live.url + "/me"
+    click_and_wait(browser, button)  # -> the simulator's authorize -> our callback -> /me
+    WebDriverWait(browser, 30).until(lambda d: d.current_url == live.url + "/me")
     assert "Ada Lovelace is connected" in browser.page_source
     run_jobs(app)  # the backfills the connections queued
     browser.refresh()
@@ -227,7 +236,7 @@ def test_browser_walks_connect_me_leaderboard_admin_and_disconnect(
     assert "Powered by Strava" in browser.page_source
     visit_checked(browser, "2-me")
 
-    browser.find_element(By.LINK_TEXT, "Leaderboard").click()
+    click_and_wait(browser, browser.find_element(By.LINK_TEXT, "Leaderboard"))
     names = [c.text for c in browser.find_elements(By.CSS_SELECTOR, "tbody th")]
     assert names[0] == "Hannah Moore" and "Ada Lovelace" in names
     visit_checked(browser, "3-leaderboard")
@@ -241,9 +250,9 @@ def test_browser_walks_connect_me_leaderboard_admin_and_disconnect(
     visit_checked(browser, "5-error")
 
     browser.get(live.url + "/me")
-    browser.find_element(By.PARTIAL_LINK_TEXT, "Disconnect").click()
+    click_and_wait(browser, browser.find_element(By.PARTIAL_LINK_TEXT, "Disconnect"))
     visit_checked(browser, "6-disconnect-confirm")
-    browser.find_element(By.CSS_SELECTOR, "button.danger").click()
+    click_and_wait(browser, browser.find_element(By.CSS_SELECTOR, "button.danger"))
     assert "Disconnected" in browser.page_source
     assert sim.requests["POST /oauth/deauthorize"] == 1
     with svc.engine.connect() as conn:
