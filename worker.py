@@ -8,14 +8,22 @@ must never use the database connections it inherited (the parent's sockets), so 
 its pool without closing them, and opens its own. Between jobs the parent runs the recovery pass:
 events stored while Redis was unreachable get their jobs (the webhook no longer does this), and
 once a day, after the sweep has started, the history checks are planned (history.py).
+
+What it prints: RQ's own lines, one INFO line per job from the `jobs` logger ("activity 123 of
+athlete 4: updated"), a one-line warning for an expected failure (Strava refused or did not answer,
+no rate permit: the job is retried or recorded), a traceback only for a bug, and one sentence
+(exit status 4) for a bad setting at start.
 """
 
 from __future__ import annotations
 
 import gc
 import logging
+import sys
 
+import click
 import redis
+import requests
 import rq
 from rq import worker_registration
 from sqlalchemy.exc import SQLAlchemyError
@@ -26,10 +34,33 @@ import services
 from jobs import history, recovery
 from services import Services, deployed
 from services.diagnose import StartupError
+from strava_client import StravaError
+from strava_client.ratebudget import NoPermit
 
 log = logging.getLogger(__name__)
 
 RECOVERY_EVERY = 30  # seconds between maintenance runs (the recovery pass keeps its own pace)
+OUR_LOGGERS = ("jobs", "sync", "reconcile", "services", "strava_client", "models", __name__)
+# A job failing with one of these is the outside world, not a bug: the job logged it in one line.
+EXPECTED_FAILURES = (StravaError, NoPermit, requests.RequestException)
+CONFIG_ERROR_EXIT = 4  # as gunicorn exits on a bad configuration
+
+
+class _Stderr(logging.StreamHandler):
+    """A handler writing to whatever sys.stderr is when a line is logged."""
+
+    stream = property(lambda self: sys.stderr, lambda self, value: None)
+
+
+def configure_logging() -> None:
+    """Print our packages' INFO lines on stderr beside RQ's (they have no handler otherwise)."""
+    handler = _Stderr()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    for name in OUR_LOGGERS:
+        logger = logging.getLogger(name)
+        if not logger.handlers:
+            logger.addHandler(handler)
+            logger.setLevel(logging.INFO)
 
 
 def recover(svc: Services) -> int:
@@ -64,12 +95,14 @@ class Worker(rq.Worker):
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("maintenance_interval", RECOVERY_EVERY)
         super().__init__(*args, **kwargs)
+        configure_logging()
         try:
-            self.services = services.current()  # built from the environment, once, before any fork
+            self.services = services.current()  # from the environment, once, before any fork
             # A worker is always deployed: no invented SECRET_KEY, SQLite file or in-process Redis.
             deployed.refuse_unfit(self.services.settings, web=False)
         except StartupError as exc:
-            raise SystemExit(f"Error: {exc.message}") from None  # the sentence, no traceback
+            click.echo(f"Error: {exc.message}", err=True)  # the sentence, not a traceback
+            raise SystemExit(CONFIG_ERROR_EXIT) from None
         warm_up(self.services)
         # What exists now is shared with every horse: kept out of the garbage collector's reach,
         # the horse's collections do not write to those pages, so the fork copies few of them.
@@ -106,6 +139,15 @@ class Worker(rq.Worker):
             worker_registration.register(self, pipe)
             pipe.expire(self.key, self.worker_ttl + 60)
             pipe.execute()
+
+    def handle_exception(self, job, *exc_info) -> None:
+        """RQ's traceback for a bug; for an expected failure only the job's own line (joblog)."""
+        if not isinstance(exc_info[1], EXPECTED_FAILURES):
+            super().handle_exception(job, *exc_info)
+            return
+        for handler in self._exc_handlers:  # RQ's handler chain, which has no quiet mode
+            if handler(job, *exc_info) is False:
+                break
 
     def main_work_horse(self, job, queue) -> None:
         """In the forked horse: forget the parent's pooled connections (never close them), work."""

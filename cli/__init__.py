@@ -7,6 +7,7 @@ groups and holds the subscription commands; the rest live in `commands/`.
 
 from __future__ import annotations
 
+import json
 import secrets
 import sys
 
@@ -23,7 +24,11 @@ from strava_client import ApplicationInactive, BadRequest, StravaError, Unauthor
 from sync import invites
 from web.extension import current_services
 
-strava = PlainGroup("strava", help="Manage the Strava subscription, sweeps and backfills.")
+strava = PlainGroup(
+    "strava",
+    help="Run the sync: status, riders, leaderboard, reconcile, backfill, invite, subscription.",
+    short_help="status, riders, leaderboard, reconcile, backfill, invite, subscription",
+)
 subscription = AppGroup("subscription", help="The one webhook subscription Strava allows.")
 strava.add_command(subscription)
 strava.add_command(runs.reconcile_command)
@@ -105,7 +110,7 @@ def _require(svc: Services, *names: str) -> None:
         fail(f"{', '.join(missing)} must be set")
 
 
-@subscription.command("create")
+@subscription.command("create", short_help="Create the push subscription (checks the callback).")
 @click.option(
     "--callback-url", help="Public URL of /api/strava/webhook (default STRAVA_CALLBACK_URL)."
 )
@@ -132,12 +137,17 @@ def subscription_create(callback_url):
 
 
 @subscription.command("show")
-def subscription_show():
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (null when there is none).")
+def subscription_show(as_json):
     """Show the current subscription, or 'none'."""
     svc = current_services()
     _require(svc, "STRAVA_CLIENT_ID", "STRAVA_CLIENT_SECRET")
     existing = _existing(svc)
     _remember(svc, existing)
+    if as_json:
+        keys = ("id", "callback_url", "created_at")
+        click.echo(json.dumps({k: existing.get(k) for k in keys} if existing else None))
+        return
     if not existing:
         click.echo("none")
         return
@@ -180,8 +190,8 @@ def register(group: click.Group) -> None:
     group.add_command(strava)
 
 
-@strava.command("invite")
-@click.argument("rider_id", type=WholeNumber(1), required=False)
+@strava.command("invite", short_help="Print a single-use connect link for a rider.")
+@click.argument("rider", type=WholeNumber(1), metavar="[RIDER]", required=False)
 @click.option(
     "--new", "new_name", metavar="NAME", help="Create a rider with this name and invite them."
 )
@@ -190,21 +200,22 @@ def register(group: click.Group) -> None:
     type=WholeNumber(1),
     default=invites.DEFAULT_HOURS,
     show_default=True,
-    help="How long the link stays usable.",
+    help="How long the link stays valid.",
 )
-def invite_command(rider_id: int | None, new_name: str | None, hours: int) -> None:
+def invite_command(rider: int | None, new_name: str | None, hours: int) -> None:
     """Print a signed, expiring, single-use connect link for a rider (last line).
 
-    Name an existing RIDER_ID, or create a rider with --new NAME (the way in for a club's first
-    riders when connecting needs an invite).
+    RIDER is a rider id or the rider's Strava athlete id (`strava riders` lists both); or create
+    a rider with --new NAME (the way in for a club's first riders when connecting needs an invite).
     """
-    if (rider_id is None) == (new_name is None):
-        fail("name either an existing RIDER_ID or a new rider with --new NAME")
+    if (rider is None) == (new_name is None):
+        fail("name either an existing RIDER or a new rider with --new NAME")
     svc = current_services()
     try:
         invites.serializer(svc.settings)  # refuse before anything is stored
         base = invites.public_base(svc.settings)
         if new_name is None:
+            rider_id = runs.resolve_rider(svc, rider)
             token = invites.issue(svc, rider_id, hours)
         else:
             rider_id, token = invites.issue_new(svc, new_name, hours)

@@ -34,7 +34,7 @@ def plainly() -> Iterator[None]:
         raise click.ClickException(f"the migration failed: {explain(exc)}") from None
 
 
-@click.command("init-db")
+@click.command("init-db", short_help="Create or upgrade the database tables (safe to repeat).")
 @with_appcontext
 def init_db_command():
     """Create the database at the newest schema, or upgrade it (safe to run again)."""
@@ -60,7 +60,11 @@ def upgrade_command(revision):
         click.echo(f"Database at revision {current(_engine())} (was {before or 'empty'}).")
 
 
-@db.command("downgrade", context_settings={"ignore_unknown_options": True})
+@db.command(
+    "downgrade",
+    context_settings={"ignore_unknown_options": True},
+    short_help="Roll back to REVISION (an id, or -1 for one step).",
+)
 @click.argument("revision")
 def downgrade_command(revision):
     """Roll back to REVISION (an id, or -1 for one step); columns it added are dropped."""

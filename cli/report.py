@@ -8,14 +8,15 @@ import click
 from flask.cli import with_appcontext
 
 from cli.plain import WholeNumber, say_where
-from jobs.status import STALE_AFTER, collect_status, format_status
+from jobs.status import STALE_AFTER, collect_status
+from jobs.status_text import format_status
 from models import overview
 from web.extension import current_services
 
 _JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of lines.")
 
 
-@click.command("status")
+@click.command("status", short_help="What needs you now, then workers, events, riders, sweeps.")
 @with_appcontext
 @_JSON
 def status_command(as_json):
@@ -60,7 +61,7 @@ def rider_list(svc) -> list[dict]:
     ]
 
 
-@click.command("riders")
+@click.command("riders", short_help="Every rider: id, athlete, state, last sync, Eddington.")
 @with_appcontext
 @_JSON
 def riders_command(as_json):
@@ -81,10 +82,16 @@ def riders_command(as_json):
         )
 
 
-@click.command("leaderboard")
+@click.command("leaderboard", short_help="Connected riders ranked by Eddington number.")
 @with_appcontext
 @click.option("--km", is_flag=True, help="Rank by kilometres.  [default: miles]")
-@click.option("--limit", default=20, show_default=True, type=WholeNumber(1), help="Riders shown.")
+@click.option(
+    "--limit",
+    default=20,
+    show_default=True,
+    type=WholeNumber(1),
+    help="Show at most N riders.",
+)
 @_JSON
 def leaderboard_command(km, limit, as_json):
     """Connected riders ranked by Eddington number (riders who hid themselves are left out)."""

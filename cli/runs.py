@@ -142,6 +142,27 @@ def _finish(svc: Services, summary: dict, listening: int, wait: bool, timeout: f
         sys.exit(1)
 
 
+def resolve_rider(svc: Services, given: int) -> int:
+    """The rider a RIDER argument names: a rider id, or else a Strava athlete id (said so)."""
+    with svc.engine.connect() as conn:
+        rider = models.get_rider(conn, given)
+        connection = models.get_connection_by_athlete(conn, given)
+    if rider is not None:
+        if connection is not None and connection.rider_id != given:
+            click.echo(f"Note: {given} is taken as rider {given} ({rider.name}), not as Strava "
+                       f"athlete {given} (rider {connection.rider_id})", err=True)  # fmt: skip
+        return given
+    if connection is None:
+        raise click.ClickException(
+            f"there is no rider or Strava athlete {given} (`strava riders` lists both)"
+        )
+    click.echo(f"Strava athlete {given} is rider {connection.rider_id}.", err=True)
+    return connection.rider_id
+
+
+RIDER = click.argument("rider", type=WholeNumber(1), metavar="RIDER")
+
+
 def _require_connected(svc: Services, rider_id: int) -> None:
     with svc.engine.connect() as conn:
         connection = models.get_connection(conn, rider_id)
@@ -192,14 +213,18 @@ def reconcile_command(dry_run, max_riders, rider_id, wait, timeout, as_json):
 
 @click.command("backfill")
 @with_appcontext
-@click.argument("rider_id", type=WholeNumber(1))
+@RIDER
 @click.option("--days", type=WholeNumber(1), help="Only the last N days.  [default: all]")
 @_WAIT
 @_TIMEOUT
 @_JSON
-def backfill_command(rider_id, days, wait, timeout, as_json):
-    """Re-read a rider's history from Strava."""
+def backfill_command(rider, days, wait, timeout, as_json):
+    """Re-read a rider's history from Strava.
+
+    RIDER is a rider id or the rider's Strava athlete id (`strava riders` lists both).
+    """
     svc = current_services()
+    rider_id = resolve_rider(svc, rider)
     _require_connected(svc, rider_id)
     try:
         listening = workers_listening(svc, "reconcile")  # asks Redis before anything is written

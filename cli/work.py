@@ -92,7 +92,7 @@ def describe(summary: dict) -> str:
     return line + ("; stopped at the deadline" if summary["stopped_at_deadline"] else "")
 
 
-@click.command("work")
+@click.command("work", short_help="Run what is queued or due, then exit (GitHub Actions).")
 @click.option(
     "--max-seconds",
     type=click.FloatRange(min=0),
@@ -101,5 +101,5 @@ def describe(summary: dict) -> str:
 )
 @with_appcontext
 def work_command(max_seconds):
-    """Run queued and due jobs in burst mode, with the recovery pass, then exit."""
+    """Run what is queued or due (burst mode, with the recovery pass), then exit."""
     click.echo(describe(run(current_services(), max_seconds)))

@@ -31,7 +31,7 @@ __all__ = ["FULL_SCOPE", "READ_SCOPE", "DemoError", "DemoRider", "check_consiste
 def command(create_app) -> click.Command:
     """The `flask demo` command, building the demo's app with `create_app`."""
 
-    @click.command("demo")
+    @click.command("demo", short_help="Run the whole system against the simulator and check it.")
     @click.option(
         "--riders",
         default=8,

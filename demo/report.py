@@ -9,7 +9,8 @@ import click
 
 import models
 from demo.system import Demo, plural
-from jobs.status import collect_status, format_status
+from jobs.status import collect_status
+from jobs.status_text import format_status
 from services import Services
 from strava_sim import StravaSim
 from strava_sim.scenario import DemoRider, visible_truth
@@ -62,7 +63,8 @@ def _event_lines(demo: Demo) -> list[str]:
     stored, d = sum(status.values()), demo.delivery
     return [
         f"  Webhook events   {d['delivered']} received: {stored - status['ignored']} queued "
-        f"({status['done']} done, {status['queued'] + status['pending']} waiting for a retry, "
+        f"({status['done']} done, {status['queued'] + status['pending']} still queued for a "
+        "retry not yet due, which the sweep covers too, "
         f"{status['failed']} failed), {d['delivered'] - stored} duplicate, "
         f"{status['ignored']} ignored",
         f"                   never delivered: {d['dropped']} dropped by Strava, {d['failed']} "

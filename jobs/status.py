@@ -1,8 +1,9 @@
 """What an operator checks at a glance: workers, queues, failures, budget, sweeps, riders, events.
 
 Used by `flask --app app strava status`, the demo's closing report and the admin page.
-`collect_status(svc)` gathers it as JSON-ready data; `format_status(status)` words it for a person,
-warnings first.
+`collect_status(svc)` gathers it as JSON-ready data, with the warnings of `jobs.status_text` (what
+needs the operator now, each with the command that fixes it); `status_text.status_sections` words
+the rest for a person (the admin page shows the same sections, in the same words).
 """
 
 from __future__ import annotations
@@ -13,21 +14,22 @@ from datetime import datetime, timedelta
 import redis
 from rq import Worker
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
+from rq.scheduler import RQScheduler
 
 import models
 import reconcile
 from config import Settings
 from jobs import burst
+from jobs.status_text import RIDER_STATES, status_warnings
 from models import junk, overview
 from services import QUEUES, Services
-from services.diagnose import START_WORKER, explain
+from services.diagnose import explain
+from sync import sweeplock
 
 STALE_AFTER = timedelta(days=2)
-QUIET_AFTER = timedelta(hours=24)  # no event for this long while riders are connected: warn
+OVERDUE_AFTER = 60  # seconds a scheduled job may sit past its time before status says so
 STUCK_AFTER = timedelta(hours=6)  # longer than any wait for budget within a day's windows
-WORK_SEEN_WITHIN = timedelta(days=1)  # a `strava work` run this recent stands in for workers
 WEBHOOK_PATH = "/api/strava/webhook"
-RIDER_STATES = ("current", "stale", "needs reconnect", "deauthorized", "not connected")
 
 
 def run_summary(run) -> dict:
@@ -56,16 +58,32 @@ def workers_listening(svc: Services, name: str) -> int:
     return len(Worker.all(queue=svc.queue(name)))
 
 
-def _queues(svc: Services) -> dict:
+def _overdue(registry: ScheduledJobRegistry, now: datetime) -> tuple[int, float]:
+    """How many scheduled jobs are past their time by over OVERDUE_AFTER, and the worst lateness."""
+    late = registry.get_jobs_to_schedule(int(now.timestamp()) - OVERDUE_AFTER)
+    if not late:
+        return 0, 0.0
+    return len(late), (now - registry.get_scheduled_time(late[0])).total_seconds()
+
+
+def _queues(svc: Services, now: datetime) -> dict:
     result = {}
     for name in QUEUES:
         queue = svc.queue(name)
-        failed = FailedJobRegistry(queue=queue)
+        failed, scheduled = FailedJobRegistry(queue=queue), ScheduledJobRegistry(queue=queue)
+        overdue, late = _overdue(scheduled, now)
+        workers = workers_listening(svc, name)
+        # A scheduler holds this lock while it runs (one per queue among all the workers); the
+        # inline thread schedules for itself.
+        lock = RQScheduler.get_locking_key(name)
         result[name] = {
-            "workers": workers_listening(svc, name),
+            "workers": workers,
+            "scheduler": workers > 0 if svc.inline else bool(svc.redis.exists(lock)),
             "queued": queue.count,
             "started": StartedJobRegistry(queue=queue).count,
-            "scheduled": ScheduledJobRegistry(queue=queue).count,
+            "scheduled": scheduled.count,
+            "overdue": overdue,
+            "overdue_seconds": late,
             "failed": failed.count,
             "latest_failures": _latest_failures(svc, failed),
         }
@@ -73,13 +91,17 @@ def _queues(svc: Services) -> dict:
 
 
 def _riders(conn, now: datetime) -> dict:
-    states = {}
+    states, names, first = {}, {}, None
     for row in overview.rider_rows(conn):
         states[row.id] = overview.rider_state(row, now - STALE_AFTER)
+        names[row.id] = {"id": row.id, "name": row.name, "athlete_id": row.athlete_id}
+        if states[row.id] in ("current", "stale") and row.connected_at:
+            first = min(first or row.connected_at, row.connected_at)
     counts = Counter(states.values())
     return {
         "counts": {state: counts.get(state, 0) for state in RIDER_STATES},
-        "by_state": {s: sorted(i for i, v in states.items() if v == s) for s in RIDER_STATES},
+        "by_state": {s: [names[i] for i in sorted(states) if states[i] == s] for s in RIDER_STATES},
+        "first_connected": first,
     }
 
 
@@ -102,49 +124,62 @@ def _sweep_capacity(svc: Services, budget: dict, events_24h: dict) -> dict:
     return {"riders_beyond": beyond, "read_limit_needed": needed}
 
 
-def _today(svc: Services):
-    """The UTC day by the services' clock (the webhook counts junk events by it)."""
-    return svc.now().date()
+def _full_sweep(svc: Services, now: datetime) -> dict:
+    """The last full sweep (nightly or by hand) and, within the interval, why cron skips."""
+    run = sweeplock.last_full_sweep(svc)
+    if run is None:
+        return {"last_full_sweep": None, "last_full_sweep_age_seconds": None, "nightly_skip": None}
+    until = sweeplock.cron_waits_until(svc, run)
+    skip = None
+    if run.status != "running" and until and until > now:
+        skip = sweeplock.waiting_sentence(run.id, run.trigger, until)
+    return {
+        "last_full_sweep": run_summary(run),
+        "last_full_sweep_age_seconds": _age(run.started_at, now),
+        "nightly_skip": skip,
+    }
 
 
-def collect_status(svc: Services) -> dict:
+def collect_status(svc: Services, now: datetime | None = None) -> dict:
     """Everything an operator checks at a glance, as JSON-ready data."""
-    now = svc.now()
+    now = now or svc.now()  # the one clock: scheduled jobs are queued by it too
+    status = {"checked_at": now.isoformat(timespec="seconds")}
     with svc.engine.connect() as conn:
         nightly = overview.last_run(conn, "reconcile", overview.NIGHTLY_TRIGGERS)
         manual = overview.last_run(conn, "reconcile", ("command",))
         backfill = overview.last_run(conn, "backfill", ("command", "connect"))
         riders = _riders(conn, now)
         last_event = overview.last_event_at(conn)
-        status = {
+        status |= {
             "application_inactive_at": models.get_setting(conn, "application_inactive_at"),
+            "credentials_refused_at": models.get_setting(conn, "strava_credentials_refused_at"),
             "subscription_id": svc.subscription_id(),
             "callback_url": svc.settings.strava_callback_url,
+            "subscribed_callback_url": models.get_setting(conn, "subscription_callback_url"),
+            "expected_callback_url": expected_callback(svc.settings),
+            "events_stuck": models.count_waiting_events(conn, now - STUCK_AFTER),
+            "unconnected_events_today": junk.summary(conn, now.date()),
             "mode": "inline" if svc.inline else "workers",
             "events_24h": models.event_counts_since(conn, now - timedelta(days=1)),
             "last_event_at": last_event.isoformat(timespec="seconds") if last_event else None,
             "last_event_age_seconds": _age(last_event, now),
+            "first_connected_age_seconds": _age(riders["first_connected"], now),
             "last_nightly_sweep": run_summary(nightly) if nightly else None,
             "last_manual_run": run_summary(manual) if manual else None,
             "last_backfill": run_summary(backfill) if backfill else None,
             "riders": riders["counts"],
             "riders_by_state": riders["by_state"],
-            "credentials_refused_at": models.get_setting(conn, "strava_credentials_refused_at"),
-            "subscribed_callback_url": models.get_setting(conn, "subscription_callback_url"),
-            "expected_callback_url": expected_callback(svc.settings),
-            "events_stuck": models.count_waiting_events(conn, now - STUCK_AFTER),
-            "unconnected_events_today": junk.summary(conn, _today(svc)),
         }
+    status.update(_full_sweep(svc, now))
     try:
         status["last_work_run"] = burst.last_run(svc)
         status["last_work_run_age_seconds"] = _work_age(status["last_work_run"], now)
-        status["queues"] = _queues(svc)
+        status["queues"] = _queues(svc, now)
         status["budget"] = svc.budget.snapshot()
         status["sweep_capacity"] = _sweep_capacity(svc, status["budget"], status["events_24h"])
     except redis.RedisError as exc:
         status["redis"] = f"down: {explain(exc, svc.settings)}"  # for the operator: /admin, CLI
-    status["warnings"] = warnings(status)
-    _keep_older_keys(status)
+    status["warnings"] = status_warnings(status)
     return status
 
 
@@ -157,179 +192,3 @@ def expected_callback(settings: Settings) -> str | None:
 
 def _work_age(run: dict | None, now: datetime) -> float | None:
     return _age(datetime.fromisoformat(run["finished_at"]), now) if run else None
-
-
-def _keep_older_keys(status: dict) -> None:
-    """The keys pages written before this layout read (no longer shown by format_status)."""
-    runs = [r for r in (status["last_nightly_sweep"], status["last_manual_run"]) if r]
-    latest = max(runs, key=lambda r: r["id"], default=None)
-    status["last_sweep"] = latest
-    nightly = status["last_nightly_sweep"]
-    status["unannounced_recent_sweeps"] = nightly["activities_unannounced"] if nightly else 0
-    status["stale_riders"] = status["riders_by_state"]["stale"]
-    status["deauthorized_riders"] = status["riders_by_state"]["deauthorized"]
-
-
-def warnings(status: dict) -> list[str]:
-    """What needs the operator now, each a sentence with what to do."""
-    found = []
-    inactive = status["application_inactive_at"]
-    if inactive:
-        found.append(
-            f"Strava answered 'application inactive' at {inactive}; nothing works "
-            "until the application's owner renews its Strava subscription"
-        )
-    refused = status.get("credentials_refused_at")
-    if refused:
-        found.append(
-            f"Strava refused this application's credentials at {refused}; check "
-            "STRAVA_CLIENT_ID and STRAVA_CLIENT_SECRET (no rider is marked revoked for it)"
-        )
-    found += _worker_warnings(status)
-    connected = status["riders"]["current"] + status["riders"]["stale"]
-    age = status["last_event_age_seconds"]
-    if connected and (age is None or age > QUIET_AFTER.total_seconds()):
-        found.append(
-            f"no webhook event for 24 h while {connected} riders are connected: the subscription "
-            "may be gone; check it with flask --app app strava subscription show"
-        )
-    return found + _deployment_warnings(status)
-
-
-def _worker_warnings(status: dict) -> list[str]:
-    """No worker on a queue, unless a `strava work` run (workers that come and go) did its job."""
-    age = status.get("last_work_run_age_seconds")
-    if age is not None and age <= WORK_SEEN_WITHIN.total_seconds():
-        return []
-    return [
-        f"no worker is listening on queue {name} and no `strava work` run finished in the last "
-        f"24 h: start one with {START_WORKER}, or enable the Workers workflow (STRAVA_SYNC_WORKERS"
-        "=actions, docs/deploy.md)"
-        for name, q in status.get("queues", {}).items()
-        if not q["workers"]
-    ]
-
-
-def _deployment_warnings(status: dict) -> list[str]:
-    """The subscription, stuck events, riders to reconnect, the budget and the sweep's reach."""
-    found = []
-    subscribed, expected = (
-        status.get("subscribed_callback_url"),
-        status.get("expected_callback_url"),
-    )
-    if not status["subscription_id"]:
-        found.append(
-            "no push subscription is known: Strava sends no events; create it with "
-            "flask --app app strava subscription create"
-        )
-    elif subscribed and expected and subscribed != expected:
-        found.append(
-            f"the push subscription's callback is {subscribed}, not this app's {expected}: "
-            "delete it and create it again (flask --app app strava subscription delete, create)"
-        )
-    if status.get("events_stuck"):
-        found.append(
-            f"{status['events_stuck']} events have waited over 6 h for their fetch: check that "
-            "workers (or the Workers workflow) run; flask --app app strava status shows the queues"
-        )
-    reconnect = status["riders"]["needs reconnect"]
-    if reconnect:
-        found.append(
-            f"{reconnect} riders must reconnect with Strava (their grant was lost): send each one "
-            "a link from flask --app app strava invite RIDER_ID"
-        )
-    found += _budget_warnings(status)
-    return found
-
-
-def _budget_warnings(status: dict) -> list[str]:
-    found = []
-    for bucket in ("overall", "read"):
-        b = status.get("budget", {}).get(bucket)
-        if b and b["used_day"] >= b["limit_day"]:
-            found.append(
-                f"Strava's daily {bucket} budget is used up ({b['used_day']}/{b['limit_day']}): "
-                "fetches wait until 00:00 UTC; if it happens often, ask Strava for a higher limit"
-            )
-    beyond = status.get("sweep_capacity", {}).get("riders_beyond")
-    if beyond:
-        needed = status["sweep_capacity"]["read_limit_needed"]
-        found.append(
-            f"{beyond} riders are beyond what the nightly sweep can check in 48 h: ask Strava "
-            f"for a read limit of {needed} a day (developers.strava.com, My API Application)"
-        )
-    return found
-
-
-def _hours(seconds: float | None) -> str:
-    if seconds is None:
-        return "never"
-    if seconds < 3600:
-        return f"{int(seconds // 60)} min ago"
-    return f"{seconds / 3600:.1f} h ago"
-
-
-def run_line(label: str, run: dict | None) -> str:
-    """One sync_run summary line ("never" when there was none)."""
-    if not run:
-        return f"{label}: never"
-    dry = " (dry run: nothing written)" if run["dry_run"] else ""
-    return (
-        f"{label}: #{run['id']} {run['status']} at {run['started_at']}{dry}: "
-        f"{run['riders_done']}/{run['riders_planned']} riders, "
-        f"{run['riders_deferred']} deferred, {run['activities_created']} created, "
-        f"{run['activities_updated']} updated, {run['activities_deleted']} deleted, "
-        f"{run['activities_unannounced']} never announced by an event"
-    )
-
-
-def _queue_lines(status: dict) -> list[str]:
-    lines = []
-    for name, q in status.get("queues", {}).items():
-        workers = f"{q['workers']} worker{'' if q['workers'] == 1 else 's'}"
-        lines.append(
-            f"queue {name}: {q['queued']} queued, {q['started']} running, "
-            f"{q['scheduled']} scheduled, {q['failed']} failed; {workers} listening"
-        )
-        lines += [f"  failed {f['func']}: {f['reason'].splitlines()[-1] if f['reason'] else '?'}"
-                  for f in q["latest_failures"]]  # fmt: skip
-    return lines
-
-
-def _budget_lines(status: dict) -> list[str]:
-    lines = []
-    for bucket in ("overall", "read"):
-        b = status.get("budget", {}).get(bucket)
-        if b:
-            lines.append(
-                f"budget {bucket}: {b['used_15min']}/{b['limit_15min']} this window "
-                f"(resets {b['window_resets_at']}), {b['used_day']}/{b['limit_day']} today"
-            )
-    return lines
-
-
-def format_status(status: dict) -> list[str]:
-    """The status as lines for a person, warnings first."""
-    lines = [f"WARNING: {w}" for w in status.get("warnings", [])]
-    lines.append(f"subscription: {status['subscription_id'] or 'none'}")
-    lines.append(f"mode: {status.get('mode', 'workers')}")
-    events = status["events_24h"]
-    lines.append(
-        "events (24 h): " + (", ".join(f"{k} {v}" for k, v in sorted(events.items())) or "none")
-    )
-    lines.append(f"last event received: {_hours(status.get('last_event_age_seconds'))}")
-    lines += _queue_lines(status) + _budget_lines(status)
-    if "redis" in status:
-        lines.append(f"redis: {status['redis']}")
-    lines.append(run_line("last nightly sweep", status["last_nightly_sweep"]))
-    lines.append(run_line("last manual run", status["last_manual_run"]))
-    lines.append(run_line("last backfill", status.get("last_backfill")))
-    counts = status["riders"]
-    lines.append("riders: " + ", ".join(f"{counts[s]} {s}" for s in RIDER_STATES))
-    if "sweep_capacity" in status:
-        c = status["sweep_capacity"]
-        lines.append(
-            f"riders beyond capacity: {c['riders_beyond']} "
-            f"(needs a read limit of {c['read_limit_needed']}/day)"
-        )
-    return lines

@@ -183,22 +183,3 @@ def count_connected(conn: Connection, rider_id: int | None = None) -> int:
     """How many riders are connected (just the one, or none, when rider_id is given)."""
     subquery = _connected(rider_id).subquery()
     return conn.execute(sa.select(sa.func.count()).select_from(subquery)).scalar()
-
-
-def stale_riders(conn: Connection, older_than: datetime):
-    """Connected riders not reconciled since a time (or never)."""
-    table = strava_connection
-    query = sa.select(table.c.rider_id, table.c.last_reconciled_at).where(
-        table.c.deauthorized_at.is_(None),
-        sa.or_(table.c.last_reconciled_at.is_(None), table.c.last_reconciled_at < older_than),
-    )
-    return conn.execute(query.order_by(table.c.rider_id)).all()
-
-
-def deauthorized_riders(conn: Connection):
-    """Riders whose Strava access was revoked."""
-    table = strava_connection
-    query = sa.select(table.c.rider_id, table.c.deauthorized_at).where(
-        table.c.deauthorized_at.is_not(None)
-    )
-    return conn.execute(query.order_by(table.c.rider_id)).all()

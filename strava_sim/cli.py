@@ -16,7 +16,7 @@ from strava_sim.serve import QuietHandler
 
 
 @plain_command
-@click.command("simulate")
+@click.command("simulate", short_help="Serve the Strava simulator on 127.0.0.1.")
 @click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--seed", default=1, show_default=True, help="Seed of the simulated world.")
 @click.option("--client-id", default="4242", show_default=True, help="The app's client id.")

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 
 import models
+from models import overview
 
 SETTING = "sweep_run_id"
 PLANNING_LOCK = "strava-sync:sweep-planning"
@@ -36,21 +37,54 @@ def planning(svc) -> Iterator[None]:
         lock.release()
 
 
+def last_full_sweep(svc):
+    """The sync_run of the last full sweep, whoever started it (cron or a person), or None."""
+    with svc.engine.connect() as conn:
+        run_id = models.get_setting(conn, SETTING)
+        return models.get_run(conn, int(run_id)) if run_id else None
+
+
+def cron_waits_until(svc, run) -> datetime | None:
+    """Until when the cron's sweep is skipped after a full sweep (None: the interval is off).
+
+    A full sweep started by hand counts like the nightly one: it read every rider's activities
+    just as the nightly one would, so a second read within the interval would spend the budget
+    for nothing.
+    """
+    hours = svc.settings.reconcile_min_interval_hours
+    return run.started_at + timedelta(hours=hours) if hours else None
+
+
+def waiting_sentence(run_id: int, trigger: str, until: datetime) -> str:
+    """Why the nightly sweep is skipped, in the words both `strava status` and the cron answer."""
+    nightly = trigger in overview.NIGHTLY_TRIGGERS
+    who = "the last nightly sweep" if nightly else f"a full sweep started by {trigger}"
+    return (
+        f"the nightly sweep is skipped until {until:%Y-%m-%d %H:%M} UTC: {who} (run #{run_id}) "
+        "already read every rider's activities (RECONCILE_MIN_INTERVAL_HOURS)"
+    )
+
+
 def refusal(svc, trigger: str, now: datetime) -> dict | None:
     """Why a full sweep may not start now: {"run_id", "already_running" or "too_soon"}, or None.
 
     The minimum interval holds for cron only: a person running `strava reconcile` means it.
     """
-    with svc.engine.connect() as conn:
-        run_id = models.get_setting(conn, SETTING)
-        run = models.get_run(conn, int(run_id)) if run_id else None
+    run = last_full_sweep(svc)
     if run is None:
         return None
     if run.status == "running":
         return {"run_id": run.id, "already_running": True, "dry_run": False}
-    hours = svc.settings.reconcile_min_interval_hours
-    if trigger == "cron" and hours and run.started_at > now - timedelta(hours=hours):
-        return {"run_id": run.id, "too_soon": True, "dry_run": False}
+    until = cron_waits_until(svc, run)
+    if trigger == "cron" and until and until > now:
+        return {
+            "run_id": run.id,
+            "too_soon": True,
+            "dry_run": False,
+            "trigger": run.trigger,
+            "until": until.isoformat(timespec="seconds"),
+            "reason": waiting_sentence(run.id, run.trigger, until),
+        }
     return None
 
 

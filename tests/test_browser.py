@@ -1,20 +1,24 @@
 """A real browser (headless Chromium through Selenium) walks the pages against the simulator.
 
 landing -> Connect with Strava (the simulator's consent page) -> /me -> leaderboard -> /admin ->
-disconnect, with a screenshot of each page in tests/artifacts/, no console errors, and basic
-accessibility checks (labels, alt text, headings, contrast of the orange button's text).
+disconnect, with a screenshot of each page in tests/artifacts/ at 1280 and 390 px, no console
+errors, basic accessibility checks (labels, alt text, headings, contrast of the orange button's
+text), and no page wider than a 390 px phone. The app and the simulator share a clock frozen at a
+fixed noon, so the day's budget and the rides do not depend on the hour the test runs at.
 Skipped, saying why, when Chromium, chromedriver or selenium are not installed.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from conftest import configure, connect_rider, run_jobs
+from clocks import NOON, noon_clock
+from conftest import LiveServer, configure, connect_rider, make_app, run_jobs
 
 import models
 from jobs import backfill
@@ -28,6 +32,8 @@ try:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.wait import WebDriverWait
 except ImportError:  # pragma: no cover - depends on the machine
     webdriver = None
 
@@ -45,6 +51,7 @@ FLAGS = (
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
     "--disable-dev-shm-usage", "--window-size=1280,900",
 )  # fmt: skip
+PHONE = (390, 844)  # the narrowest common phone; 360 px ones get the same layout
 
 # Runs in the page: returns a list of accessibility problems (empty when none).
 A11Y_SCRIPT = """
@@ -93,11 +100,23 @@ def browser(monkeypatch):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     monkeypatch.setenv("SE_OFFLINE", "true")  # never let Selenium Manager download anything
-    driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
+    # Chromium hangs under libfaketime, and needs no faked clock: the app it visits has its own.
+    real_clock = {
+        k: v for k, v in os.environ.items() if not k.startswith(("LD_PRELOAD", "FAKETIME"))
+    }
+    service = Service(executable_path=CHROMEDRIVER, env=real_clock)
+    driver = webdriver.Chrome(options=options, service=service)
     driver.set_page_load_timeout(30)
+    driver.implicitly_wait(10)  # a find after a click waits for the next page's element
     yield driver
     driver.quit()
     shutil.rmtree(profile, ignore_errors=True)
+
+
+def click_and_wait(driver, element) -> None:
+    """Click, then wait until the page the click left is gone (a click does not wait for it)."""
+    element.click()
+    WebDriverWait(driver, 30).until(expected_conditions.staleness_of(element))
 
 
 def visit_checked(driver, name: str) -> None:
@@ -107,10 +126,22 @@ def visit_checked(driver, name: str) -> None:
     errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
     assert errors == [], f"{name}: console errors {errors}"
     ARTIFACTS.mkdir(exist_ok=True)
-    height = driver.execute_script("return document.documentElement.scrollHeight")
-    driver.set_window_size(1280, max(900, height + 40))
-    driver.save_screenshot(str(ARTIFACTS / f"{name}.png"))
+    driver.set_window_size(*PHONE)
+    width, inner = driver.execute_script(
+        "return [document.documentElement.scrollWidth, window.innerWidth]"
+    )
+    assert inner <= PHONE[0] and width <= inner, f"{name} scrolls sideways: {width} > {inner} px"
+    screenshot(driver, ARTIFACTS / f"{name}-390.png", PHONE[0])
+    screenshot(driver, ARTIFACTS / f"{name}.png", 1280)
     driver.set_window_size(1280, 900)
+
+
+def screenshot(driver, path: Path, width: int) -> None:
+    """Save a full-page screenshot at a width (the window grows to the page's height)."""
+    driver.set_window_size(width, 900)
+    height = driver.execute_script("return document.documentElement.scrollHeight")
+    driver.set_window_size(width, max(900, height + 40))
+    driver.save_screenshot(str(path))
 
 
 def club_history(app, sim, now: datetime) -> None:
@@ -143,8 +174,37 @@ def budget_day(svc, now: float) -> None:
             budget.take_permit(lane="bulk")
 
 
-def test_browser_walks_connect_me_leaderboard_admin_and_disconnect(app, svc, sim, live, browser):
-    now = datetime.now(UTC)
+def admin_shows_the_chart_and_makes_an_invite(browser, url: str) -> None:
+    """/admin: warnings first, the day's chart, and an invite link made with its form."""
+    browser.get(url + "/admin")
+    assert browser.find_element(By.TAG_NAME, "h1").text == "Operator dashboard"
+    headings = [h.text for h in browser.find_elements(By.TAG_NAME, "h2")]
+    assert headings[:3] == ["Needs you now", "Workers", "Events"], headings
+    assert len(browser.find_elements(By.CSS_SELECTOR, "svg rect.bar")) == 96
+    click_and_wait(browser, browser.find_element(By.CSS_SELECTOR, "button[type=submit]:not(.link)"))
+    assert "/strava/connect?invite=" in browser.find_element(By.ID, "invite-url").text
+    visit_checked(browser, "4-admin")
+
+
+@pytest.fixture
+def noon_app(database_url, sim):
+    """The app and the simulator on one clock, frozen at a fixed noon (UTC)."""
+    sim.clock = noon_clock()
+    return make_app(database_url, sim, CLOCK=sim.clock.now)
+
+
+@pytest.fixture
+def noon_live(noon_app):
+    server = LiveServer(noon_app)
+    yield server
+    server.close()
+
+
+def test_browser_walks_connect_me_leaderboard_admin_and_disconnect(
+    noon_app, sim, noon_live, browser
+):
+    app, live, svc = noon_app, noon_live, noon_app.extensions["strava_sync"]
+    now = datetime.fromtimestamp(NOON, UTC)
     club_history(app, sim, now)
     athlete = sim.add_athlete("Ada", "Lovelace")
     for day in range(40):
@@ -167,8 +227,8 @@ def test_browser_walks_connect_me_leaderboard_admin_and_disconnect(app, svc, sim
     visit_checked(browser, "1-landing")
 
     sim.login_as(athlete)
-    button.click()  # -> the simulator's authorize -> our callback -> /me
-    assert browser.current_url == live.url + "/me"
+    click_and_wait(browser, button)  # -> the simulator's authorize -> our callback -> /me
+    WebDriverWait(browser, 30).until(lambda d: d.current_url == live.url + "/me")
     assert "Ada Lovelace is connected" in browser.page_source
     run_jobs(app)  # the backfills the connections queued
     browser.refresh()
@@ -176,18 +236,13 @@ def test_browser_walks_connect_me_leaderboard_admin_and_disconnect(app, svc, sim
     assert "Powered by Strava" in browser.page_source
     visit_checked(browser, "2-me")
 
-    browser.find_element(By.LINK_TEXT, "Leaderboard").click()
+    click_and_wait(browser, browser.find_element(By.LINK_TEXT, "Leaderboard"))
     names = [c.text for c in browser.find_elements(By.CSS_SELECTOR, "tbody th")]
     assert names[0] == "Hannah Moore" and "Ada Lovelace" in names
     visit_checked(browser, "3-leaderboard")
 
-    budget_day(svc, now.timestamp())
-    browser.get(live.url + "/admin")
-    assert browser.find_element(By.TAG_NAME, "h1").text == "Operator dashboard"
-    assert len(browser.find_elements(By.CSS_SELECTOR, "svg rect.bar")) == 96
-    browser.find_element(By.CSS_SELECTOR, "button[type=submit]:not(.link)").click()
-    assert "/strava/connect?invite=" in browser.find_element(By.ID, "invite-url").text
-    visit_checked(browser, "4-admin")
+    budget_day(svc, NOON)
+    admin_shows_the_chart_and_makes_an_invite(browser, live.url)
 
     browser.get(live.url + "/nowhere")
     assert browser.find_element(By.TAG_NAME, "h1").text == "Not Found"
@@ -195,9 +250,9 @@ def test_browser_walks_connect_me_leaderboard_admin_and_disconnect(app, svc, sim
     visit_checked(browser, "5-error")
 
     browser.get(live.url + "/me")
-    browser.find_element(By.PARTIAL_LINK_TEXT, "Disconnect").click()
+    click_and_wait(browser, browser.find_element(By.PARTIAL_LINK_TEXT, "Disconnect"))
     visit_checked(browser, "6-disconnect-confirm")
-    browser.find_element(By.CSS_SELECTOR, "button.danger").click()
+    click_and_wait(browser, browser.find_element(By.CSS_SELECTOR, "button.danger"))
     assert "Disconnected" in browser.page_source
     assert sim.requests["POST /oauth/deauthorize"] == 1
     with svc.engine.connect() as conn:

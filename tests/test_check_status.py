@@ -121,8 +121,8 @@ def _budget_exhausted(svc):
             "no `strava work` run finished in the last 24 h",
             marks=pytest.mark.skipif(not REAL_REDIS, reason="inline mode has its own worker"),
         ),
-        (_stuck_event, "1 events have waited over 6 h"),
-        (_needs_reconnect, "1 riders must reconnect"),
+        (_stuck_event, "1 event has waited over 6 h"),
+        (_needs_reconnect, "1 rider must reconnect"),
         (_credentials_refused, "Strava refused this application's credentials"),
         (_budget_exhausted, "daily read budget is used up"),
     ],
@@ -140,4 +140,4 @@ def test_a_sweep_beyond_capacity_fails_the_night(database_url, sim, tmp_path):
     app = healthy_app(database_url, sim, STRAVA_READ_RATE_LIMITS=(100, 1))
     code, out, _ = check(app, tmp_path)
     assert code == 1
-    assert "::error::1 riders are beyond what the nightly sweep can check in 48 h" in out
+    assert "::error::1 rider is beyond what the nightly sweep can check in 48 h" in out

@@ -1,6 +1,7 @@
 """The command line against the simulator: subscription lifecycle, sweeps, status."""
 
 import json
+import re
 
 import pytest
 from clocks import mid_window_clock
@@ -162,7 +163,7 @@ def test_reconcile_command_plans_and_reports(app, runner, svc, sim):
 
 def test_backfill_command_refuses_an_unknown_rider(runner):
     result = runner.invoke(args=["strava", "backfill", "42"])
-    assert result.exit_code == 1 and "no Strava connection" in result.output
+    assert result.exit_code == 1 and "there is no rider or Strava athlete 42" in result.output
 
 
 @pytest.fixture
@@ -210,8 +211,8 @@ def test_status_after_some_work_in_text_and_json(frozen_app, frozen_live, sim):
 
     text = runner.invoke(args=["strava", "status"]).output
     assert f"subscription: {sim.subscription['id']}" in text
-    assert "events (24 h): done 3, ignored 1" in text
-    assert "queue strava: 0 queued" in text
+    assert "webhook events in the last 24 hours: 3 done, 1 ignored" in text
+    assert re.search(r"queue strava: 0 workers listening, [a-z ]+; 0 queued", text)
     assert "last nightly sweep: never" in text and "last manual run: #" in text
     assert "riders: 1 current, 0 stale, 0 needs reconnect, 1 deauthorized" in text
 

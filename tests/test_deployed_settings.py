@@ -19,6 +19,7 @@ from test_misconfiguration import GOOD_KEY, deployable, run_flask
 from test_oauth import authorize
 
 import config
+import worker
 from config import dotenv
 from services import deployed
 from services.diagnose import StartupError
@@ -115,7 +116,7 @@ def test_a_worker_refuses_to_run_without_redis_url(tmp_path):
          "--url", redis_url, "strava"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
-    assert result.returncode == 1
+    assert result.returncode == worker.CONFIG_ERROR_EXIT
     assert result.stderr.strip().splitlines()[-1].startswith("Error: REDIS_URL is not set")
     assert "Traceback" not in result.stderr
 

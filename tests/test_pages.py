@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import requests
-from conftest import connect_rider, make_app
+from conftest import configure, connect_rider, make_app
 from pages_support import CSRF, HTML, add_ride, connection, held_activities, post, sign_in
 
 import models
@@ -49,7 +49,9 @@ def test_connecting_signs_the_rider_in_and_lands_on_their_page(client, svc, sim)
     page = client.get("/me")
     assert page.status_code == 200
     assert "Grace Hopper is connected" in text(page)
-    assert "Syncing with Strava" in text(page)
+    assert "Your rides come from" in text(page)
+    assert f"athlete {athlete}" not in text(page)  # a number means nothing to a member
+    assert f'href="https://www.strava.com/athletes/{athlete}"' in text(page)
 
 
 def test_me_without_a_session_goes_to_the_start_page(client):
@@ -80,6 +82,18 @@ def test_me_shows_eddington_numbers_next_targets_and_activities(app, client, svc
     assert body.count(">View on Strava</a>") == 4
     assert "Powered by Strava" in body
     assert "Last sync: not yet" in body
+    # Miles first, then km, as the Eddington numbers above: 40 km is 24.9 miles.
+    assert re.search(r"24\.9 mi\s*<span class=\"sub muted\">40\.0 km</span>", body)
+
+
+def test_pages_speak_of_the_club_without_a_doubled_possessive(app, client, svc, sim):
+    configure(svc, club_name="Riverside Wheelers")
+    rider, _ = connect_rider(app, sim)
+    sign_in(client, rider)
+    for path in ("/", "/leaderboard", "/me", "/me/disconnect"):
+        body = text(client.get(path))
+        assert "Riverside Wheelers" in body and "Wheelers&#39;s" not in body, path
+        assert "Wheelers's" not in body, path
 
 
 def test_next_target_counts_the_days_still_needed():
@@ -232,7 +246,7 @@ def test_leaderboard_orders_by_eddington_and_counts_qualifying_days(app, client,
     order = [body.index(f"{n} Rider") for n in ("Fast", "Mid", "Slow")]
     assert order == sorted(order)
     # Fast: 3 days of 50 km and one of 9 km: E=4 in miles and km, 4 qualifying days each.
-    cells = '<td class="num strong">4</td><td class="num">4</td>'
+    cells = '<td class="num strong">4</td><td class="num days">4</td>'
     assert f'<th scope="row">Fast Rider</th>{cells}{cells}' in body
     assert "Powered by Strava" in body
 

@@ -11,7 +11,7 @@ from conftest import connect_rider, event, make_app, run_jobs, scheduled_jobs
 import models
 import reconcile
 import services
-from jobs import backfill, history, status
+from jobs import backfill, history, status, status_text
 from strava_client.ratebudget import NoPermit, RateBudget
 
 NOON = 1_764_331_200  # 2025-11-28 12:00 UTC
@@ -193,7 +193,9 @@ def test_status_reports_riders_beyond_capacity(database_url, sim):
     data = status.collect_status(svc)
     # One read a day reaches one rider in 48 h; three need 1.5 sweeps a day: a limit of 2.
     assert data["sweep_capacity"] == {"riders_beyond": 2, "read_limit_needed": 2}
-    assert "riders beyond capacity: 2 (needs a read limit of 2/day)" in status.format_status(data)
+    assert (
+        "riders beyond the nightly sweep's reach: 2 (all fit with a read limit of 2 a day)"
+    ) in status_text.format_status(data)
 
 
 # -- the full-history check ------------------------------------------------------------------------

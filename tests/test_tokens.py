@@ -7,7 +7,8 @@ from conftest import connect_rider, event, make_app, run_jobs
 from sqlalchemy.exc import OperationalError
 
 import models
-from jobs.status import collect_status, format_status
+from jobs.status import collect_status
+from jobs.status_text import format_status
 from strava_client import tokens
 from strava_client.tokens import CredentialsRefused, ReconnectNeeded, access_token
 

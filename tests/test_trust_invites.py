@@ -127,7 +127,7 @@ def test_invite_for_an_unknown_rider_is_refused_by_the_command(app, runner):
     configure(app, public_url="https://club.example.org")
     result = runner.invoke(args=["strava", "invite", "999"])
     assert result.exit_code == 1
-    assert "no rider 999" in result.output
+    assert "no rider or Strava athlete 999" in result.output
 
 
 def test_invites_need_an_explicit_secret_key(database_url, sim, monkeypatch):

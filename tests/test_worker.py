@@ -1,11 +1,14 @@
 """worker.Worker: services built before the fork, the recovery pass between jobs."""
 
+import os
+import subprocess
 from datetime import timedelta
 
 import pytest
 import rq
 import sqlalchemy as sa
-from conftest import REAL_REDIS, configure, connect_rider, event, stop_redis_client
+from conftest import PYTHONPATH, REAL_REDIS, configure, connect_rider, event, stop_redis_client
+from e2e_support import BIN
 
 import models
 import services
@@ -81,3 +84,38 @@ def test_attack_redis_restarting_empty_does_not_hide_a_live_worker(app, svc):
     rq_worker.run_maintenance_tasks()  # registered already: nothing changes
     assert listening(svc, "strava") == 1
     rq_worker.register_death()
+
+
+@pytest.mark.skipif(not REAL_REDIS, reason="a forked horse needs a Redis outside this process")
+def test_a_worker_prints_one_line_per_job_and_no_traceback_for_strava_refusing(
+    app, client, svc, sim, capfd
+):
+    _, athlete = connect_rider(app, sim)
+    activity = sim.create_activity(athlete, event=False)
+    client.post(WEBHOOK, json=event(athlete, activity))
+    with services.bind(svc):
+        worker.Worker([svc.queue("strava")], connection=svc.redis).work(burst=True)
+        assert capfd.readouterr().err.endswith(
+            f" activity {activity} of athlete {athlete}: created\n"
+        )
+        sim.inactive = True  # every call now fails: the outside world, not a bug
+        client.post(WEBHOOK, json=event(athlete, activity, aspect="update"))
+        worker.Worker([svc.queue("strava")], connection=svc.redis).work(burst=True)
+    err = capfd.readouterr().err
+    assert f"activity {activity} of athlete {athlete}: failed (" in err
+    assert "Traceback" not in err
+
+
+def test_a_worker_with_a_bad_setting_says_it_in_one_sentence(tmp_path):
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": PYTHONPATH, "HOME": str(tmp_path)}
+    env.update(TOKEN_ENCRYPTION_KEY="not-a-key", DATABASE_URL=f"sqlite:///{tmp_path}/x.sqlite")
+    url = REAL_REDIS or "redis://127.0.0.1:6379/6"
+    result = subprocess.run(
+        [str(BIN / "rq"), "worker", "-w", "worker.Worker", "--burst", "--url", url, "strava"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == worker.CONFIG_ERROR_EXIT
+    assert result.stderr.strip().splitlines() == [
+        "Error: TOKEN_ENCRYPTION_KEY is not a Fernet key: make one with python -c 'from "
+        "cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'"
+    ]

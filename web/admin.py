@@ -1,8 +1,9 @@
 """The operator's dashboard at /admin: status, the read budget over the last day, and invites.
 
 Only athletes listed in ADMIN_ATHLETE_IDS, signed in with Strava, may see it; everyone else gets
-403. The status dict comes from `status.collect_status` and is rendered by its keys, so new keys
-show up without changes here.
+403. It shows `strava status` in the same words (`status_text.status_sections`), warnings
+first, with the riders by state named and linked to Strava, and the read-budget chart beside
+the budget.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from flask import Blueprint, abort, render_template, request
 
 import models
 from config import ConfigError, parse
-from jobs import status
+from jobs import status, status_text
 from sync import invites
 from web import pages
 from web.extension import current_services
@@ -27,13 +28,18 @@ bp.before_request(pages.require_csrf)
 CHART_HOURS = 24
 CHART = {"width": 720, "height": 200, "left": 44, "right": 8, "top": 12, "bottom": 28}
 MAX_INVITE_HOURS = 24 * 30
+NAMES_SHOWN = 50  # riders named per state; the rest are counted
 
 
 def require_admin():
     """Refuse (403) anyone but a signed-in athlete listed in ADMIN_ATHLETE_IDS."""
     _, connection = pages.signed_in_connection()
     if not pages.is_admin(connection):
-        abort(403, "This page is for the club's operators (ADMIN_ATHLETE_IDS) only.")
+        if connection is not None:  # the operator's hint goes to the log, never to a member
+            log.info(
+                "athlete %s is not in ADMIN_ATHLETE_IDS: /admin refused", connection.athlete_id
+            )
+        abort(403, "This page is for the club's operators only.")
 
 
 bp.before_request(require_admin)
@@ -96,9 +102,14 @@ def _dashboard(invite_url: str | None = None, status_code: int = 200):
     svc = current_services()
     with svc.engine.connect() as conn:
         choices = models.rider_choices(conn)
+    found = status.collect_status(svc)
     return render_template(
         "admin.html",
-        status=status.collect_status(svc),
+        status=found,
+        sections=status_text.status_sections(found),
+        states=status.RIDER_STATES,
+        names_shown=NAMES_SHOWN,
+        athlete_url=pages.STRAVA_ATHLETE_URL,
         chart=_chart(svc),
         riders=choices,
         invite_url=invite_url,

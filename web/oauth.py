@@ -220,4 +220,4 @@ def _store_connection(svc, grant: dict, scope: str, invite, reconnect: int | Non
         backfill.queue_backfill(svc, rider_id)
     except redis.RedisError as exc:
         log.warning("rider %s connected but the backfill was not queued: %s", rider_id, exc)
-    return pages.sign_in(rider_id, f"{name} is connected (Strava athlete {athlete_id}).")
+    return pages.sign_in(rider_id, f"{name} is connected: your Strava rides now count here.")

@@ -35,6 +35,7 @@ bp = Blueprint("pages", __name__)
 
 RECENT_ACTIVITIES = 10
 STRAVA_ACTIVITY_URL = "https://www.strava.com/activities/{}"
+STRAVA_ATHLETE_URL = "https://www.strava.com/athletes/{}"
 JSON_PATHS = ("/api/", "/healthz")
 PAGE_BLUEPRINTS = ("pages", "admin", "oauth")
 
@@ -185,6 +186,8 @@ def me():
         eddington=eddington_summary(days),
         activities=activities,
         strava_url=STRAVA_ACTIVITY_URL,
+        athlete_url=STRAVA_ATHLETE_URL,
+        metres_per_mile=METRES_PER_MILE,
         admin=is_admin(connection),
     )
 
