@@ -26,8 +26,8 @@ from web.extension import current_services
 
 strava = PlainGroup(
     "strava",
-    help="Run the sync: status, riders, leaderboard, reconcile, backfill, invite, subscription.",
-    short_help="status, riders, leaderboard, reconcile, backfill, invite, subscription",
+    help="The sync: status, riders, leaderboard, reconcile, backfill, work, invite, subscription.",
+    short_help="status, riders, leaderboard, reconcile, backfill, work, invite, subscription",
 )
 subscription = AppGroup("subscription", help="The one webhook subscription Strava allows.")
 strava.add_command(subscription)
