@@ -18,6 +18,7 @@ import cli
 import config
 import services
 import webhook
+from jobs import inline
 from models import migrate
 from services import diagnose
 from services.diagnose import StartupError
@@ -73,7 +74,10 @@ def create_app(test_config: dict | None = None) -> Flask:
         app.config.update(test_config)
     if app.config["DATABASE_URL"].startswith("sqlite:///" + app.instance_path):
         os.makedirs(app.instance_path, exist_ok=True)  # the default database lives there
-    extension.init_app(app, services.build(app.config))
+    svc = services.build(app.config)
+    if svc.inline and app.config.get("INLINE_WORKER", True):
+        svc.runner = inline.InlineRunner(svc)  # its thread starts with the first queued job
+    extension.init_app(app, svc)
     deployed = app.config["REDIS_URL"] or not app.config["DATABASE_URL"].startswith("sqlite")
     if deployed and not app.config["TOKEN_ENCRYPTION_KEY"]:
         log.warning("TOKEN_ENCRYPTION_KEY is not set: Strava tokens are stored unencrypted")

@@ -16,8 +16,8 @@ import redis
 from flask import Blueprint, abort, jsonify, request
 from sqlalchemy.exc import SQLAlchemyError
 
-import jobs
 import models
+from jobs import fetch, queueing
 from web.extension import current_services
 
 log = logging.getLogger(__name__)
@@ -168,7 +168,7 @@ def receive_event():
         fields = asdict(event)
         # One statement (the connection check and the insert), committed on its own: no BEGIN.
         with svc.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            job_id = jobs.new_job_id(fields)
+            job_id = queueing.new_job_id(fields)
             stored = models.store_event(conn, fields, unhandled_reason(event), job_id)
             event_id, status, reason = stored
     except SQLAlchemyError:
@@ -211,7 +211,7 @@ def _decode(body: bytes):
 def _queue(svc, event_id: int, fields: dict, job_id: str) -> None:
     """Queue the event's work; with Redis down the row goes back to pending for the workers."""
     try:
-        jobs.queue_stored_event(svc, event_id, fields, job_id)
+        fetch.queue_stored_event(svc, event_id, fields, job_id)
     except redis.RedisError as exc:
         log.warning("event %s stored but not queued (%s); a worker will queue it", event_id, exc)
         try:
