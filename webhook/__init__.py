@@ -127,9 +127,13 @@ def unhandled_reason(event: StravaEvent) -> str | None:
             return None
         return f"activity aspect_type {event.aspect_type!r} is not one we handle"
     if event.object_type == "athlete":
-        if event.aspect_type == "update" and str(event.updates.get("authorized")) == "false":
-            return None
-        return "athlete events other than a deauthorization carry nothing we store"
+        if event.aspect_type != "update" or str(event.updates.get("authorized")) != "false":
+            return "athlete events other than a deauthorization carry nothing we store"
+        if event.object_id != event.owner_id:
+            # Strava sends an athlete's deauthorization about that athlete: this one is made up,
+            # and a check of its owner, repeated by every recovery pass, would cost reads for days.
+            return f"deauthorization of athlete {event.object_id} sent for owner {event.owner_id}"
+        return None
     return f"object_type {event.object_type!r} is not one we handle"
 
 
