@@ -34,7 +34,7 @@ MAX_READS_PER_EVENT = (1 + len(queueing.RETRY_INTERVALS)) * (1 + len(NOT_FOUND_R
 def _queue_fetch(
     svc: Services, owner_id: int, activity_id: int, at=None, job_id=None, **kw
 ) -> tuple:
-    """Queue one fetch of an activity unless one is waiting: (queued now?, the job's id)."""
+    """Queue one fetch of an activity unless a queued one holds the claim: (queued now?, its id)."""
     job_id = job_id or queueing.new_job_id({"object_type": "activity", "object_id": activity_id})
     holder = claims.claim(svc.redis, claims.activity_claim(owner_id, activity_id), job_id)
     if holder:
@@ -45,7 +45,7 @@ def _queue_fetch(
 
 
 def queue_activity_sync(svc: Services, owner_id: int, activity_id: int, at=None, **kw) -> bool:
-    """Queue one fetch of an activity unless one is already waiting; True if a job was queued."""
+    """Queue one fetch of an activity unless a queued one holds the claim; True if queued now."""
     return _queue_fetch(svc, owner_id, activity_id, at=at, **kw)[0]
 
 
@@ -60,8 +60,9 @@ def _created_fetch_at(svc: Services, fields: dict) -> datetime | None:
 def queue_event(svc: Services, fields: dict, job_id: str | None = None) -> str | None:
     """Queue the work for a stored event; returns the job that carries it (None: a catch-up).
 
-    `job_id` names the job if one is queued; the answer differs when the event rides on a job
-    already waiting. Redis errors go to the caller: the event is left to the recovery pass.
+    `job_id` names the job if one is queued; the answer differs when the event rides on the
+    queued job that holds the claim. Redis errors go to the caller: the event is left to the
+    recovery pass.
     """
     if fields["object_type"] == "athlete":
         return queue_revocation_check(svc, fields["owner_id"], job_id=job_id)
@@ -91,7 +92,7 @@ def queue_revocation_check(svc: Services, athlete_id: int, at=None, job_id=None)
     holder = claims.claim(svc.redis, claims.revocation_claim(athlete_id), job_id)
     if holder:
         return holder
-    meta = {"events": ["athlete", athlete_id]}
+    meta = {"events": ["athlete", athlete_id], "owner": athlete_id}
     enqueue(svc, revoke_athlete, athlete_id, at=at, job_id=job_id, meta=meta)
     return job_id
 

@@ -88,9 +88,8 @@ def reconcile_rider(rider_id: int, run_id: int, dry_run: bool = False) -> dict:
         failures.rider_done(svc, run_id, error=f"rider {rider_id}: {exc}")
         return {"error": "token refused"}
     except (ReconnectNeeded, CredentialsRefused) as exc:
-        failures.rider_done(
-            svc, run_id, error=str(exc)
-        )  # not a revocation: no check, nothing deleted
+        # Not a revocation: no check, nothing deleted.
+        failures.rider_done(svc, run_id, error=str(exc))
         return {"error": "no usable grant"}
     if dry_run:
         note_differences(svc, run_id, rider_id, repair.changes)
