@@ -6,6 +6,7 @@ import logging
 import os
 import re
 import sys
+from datetime import timedelta
 
 import click
 import redis
@@ -32,6 +33,8 @@ SECRET_PARAM = re.compile(
     r"((?:^|[?&;\s])(?:hub\.verify_token|code|state|invite|client_secret|access_token"
     r"|refresh_token)=)[^&\s\"]*"
 )
+# Flask checks a session cookie's signature against this age, permanent or not (default 31 days).
+SESSION_LIFETIME = timedelta(days=14)
 BEARER = re.compile(r"(Bearer\s+)[^\s\"]+", re.IGNORECASE)
 
 
@@ -50,7 +53,10 @@ class RedactSecrets(logging.Filter):
         if isinstance(record.args, tuple):
             record.args = tuple(redact(a) for a in record.args)
         elif isinstance(record.args, dict):
-            record.args = {k: redact(v) for k, v in record.args.items()}
+            # In place: gunicorn's atoms are a dict subclass whose lookups of `{header}i` atoms
+            # lowercase the name and answer "-" when absent; a plain dict would raise KeyError.
+            for key, value in record.args.items():
+                record.args[key] = redact(value)
         return True
 
 
@@ -70,8 +76,10 @@ def create_app(test_config: dict | None = None) -> Flask:
             click.echo(f"Error: {exc}", err=True)
             sys.exit(1)
         raise StartupError(str(exc)) from None
+    app.config["PERMANENT_SESSION_LIFETIME"] = SESSION_LIFETIME
     if test_config:
         app.config.update(test_config)
+    _secure_cookies(app)
     if app.config["DATABASE_URL"].startswith("sqlite:///" + app.instance_path):
         os.makedirs(app.instance_path, exist_ok=True)  # the default database lives there
     svc = services.build(app.config)
@@ -100,6 +108,16 @@ def create_app(test_config: dict | None = None) -> Flask:
     return app
 
 
+def _secure_cookies(app: Flask) -> None:
+    """Session cookies go only over https when the site is served on https, never to scripts."""
+    public_url = str(app.config.get("PUBLIC_URL") or "")
+    if public_url.startswith("https://"):
+        app.config["SESSION_COOKIE_SECURE"] = True
+    app.config["SESSION_COOKIE_HTTPONLY"] = True
+    # Lax still sends the cookie on Strava's redirect back to the callback (a top-level GET).
+    app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
+
+
 def _json_error(exc: HTTPException):
     if pages.wants_page():  # the pages' errors are pages; the JSON API stays JSON
         return pages.error_page(exc)
@@ -107,11 +125,22 @@ def _json_error(exc: HTTPException):
 
 
 def _service_error(exc: Exception):
-    """The database or Redis failed under a request: 503 with the sentence, one log line."""
-    sentence = diagnose.explain(exc, current_app.config)
-    log.error("%s", sentence)
+    """The database or Redis failed under a request: 503 naming the part, the sentence logged."""
+    log.error("%s", diagnose.explain(exc, current_app.config))
     log.debug("the failure in full", exc_info=exc)
-    return jsonify(error=sentence), 503
+    return jsonify(error=public_failure(exc)), 503
+
+
+def public_failure(exc: Exception) -> str:
+    """A failed part as anyone may read it: which part and the kind of failure, no host or user."""
+    part = "Redis" if isinstance(exc, redis.RedisError) else "the database"
+    return f"{part} is unavailable ({diagnose.public_reason(exc)}); the operator's log has more"
+
+
+def _down(exc: Exception, settings) -> str:
+    """A health entry for a failed part: public, while the log gets the full sentence."""
+    log.error("%s", diagnose.explain(exc, settings))
+    return f"down: {diagnose.public_reason(exc)}"
 
 
 def deployment_notes(settings: dict, inline: bool) -> list[str]:
@@ -156,14 +185,18 @@ def current_services_of(app: Flask) -> services.Services:
 
 
 def vercel_app() -> Flask:
-    """Vercel's app: a bad configuration answers every request 503 with its sentence."""
+    """Vercel's app: a bad configuration answers every request 503, its sentence in the log only.
+
+    The sentence may quote the refused value (a secret pasted into the wrong variable), so the
+    public answer names only the part that failed.
+    """
     try:
         return deployed_app()
     except StartupError as exc:
-        sentence = exc.message
-    log.error("%s", sentence)
+        log.error("%s", exc.message)
     refusing = Flask(__name__)
-    refusing.register_error_handler(404, lambda _: (jsonify(error=sentence), 503))
+    public = "this site cannot start: its configuration is refused; the operator's log says why"
+    refusing.register_error_handler(404, lambda _: (jsonify(error=public), 503))
     return refusing
 
 
@@ -183,7 +216,10 @@ def require_schema_at_head():
 
 
 def healthz():
-    """Whether the database and Redis answer; a deployed process also names what it lacks."""
+    """Whether the database and Redis answer; a deployed process also names what it lacks.
+
+    Public: it names the part that is down and how, never a host, port, user or setting's value.
+    """
     svc = current_services()
     cfg = current_app.config
     status = {"status": "ok", "db": "ok", "redis": "inline" if svc.inline else "ok"}
@@ -191,12 +227,12 @@ def healthz():
         with svc.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
     except SQLAlchemyError as exc:
-        status["db"] = f"down: {diagnose.explain(exc, cfg)}"
+        status["db"] = _down(exc, cfg)
     if not svc.inline:
         try:
             svc.redis.ping()
         except redis.RedisError as exc:
-            status["redis"] = f"down: {diagnose.explain(exc, cfg)}"
+            status["redis"] = _down(exc, cfg)
     refused_inline = False
     if cfg.get("DEPLOYED"):
         status["mode"] = "inline" if svc.inline else "workers"

@@ -18,6 +18,7 @@ import logging
 
 import redis
 import rq
+from rq import worker_registration
 from sqlalchemy.exc import SQLAlchemyError
 
 import models
@@ -77,9 +78,10 @@ class Worker(rq.Worker):
         return min(super().dequeue_timeout, RECOVERY_EVERY)
 
     def run_maintenance_tasks(self) -> None:
-        """RQ's registry cleaning, then our recovery pass."""
+        """RQ's registry cleaning, registering again if Redis forgot us, then our recovery pass."""
         super().run_maintenance_tasks()
         try:
+            self.register_again_if_forgotten()
             queued = recover(self.services)
         except (redis.RedisError, SQLAlchemyError):
             # A failed pass must not stop the worker: the next one tries again.
@@ -87,6 +89,24 @@ class Worker(rq.Worker):
             return
         if queued:
             log.info("recovery pass: queued %s events stored while Redis was unreachable", queued)
+
+    def register_again_if_forgotten(self) -> None:
+        """Put this worker back in RQ's registry after Redis lost it (a restart without its data).
+
+        RQ registers a worker only at birth; its heartbeats refresh the worker's own key but not
+        the sets that `rq info`, `strava status` and `strava backfill` read, so without this a
+        live worker stays invisible until it restarts.
+        """
+        if self.birth_date is None or self.connection.sismember(self.redis_workers_keys, self.key):
+            return  # never born (maintenance before work()), or still listed
+        log.warning(
+            "Redis no longer lists worker %s (it restarted empty?): registering again", self.name
+        )
+        with self.connection.pipeline() as pipe:
+            pipe.hset(self.key, mapping=self.serialize())
+            worker_registration.register(self, pipe)
+            pipe.expire(self.key, self.worker_ttl + 60)
+            pipe.execute()
 
     def main_work_horse(self, job, queue) -> None:
         """In the forked horse: forget the parent's pooled connections (never close them), work."""

@@ -179,17 +179,28 @@ def init_app(app: Flask) -> None:
 
 
 @strava.command("invite")
-@click.argument("rider_id", type=int)
+@click.argument("rider_id", type=int, required=False)
+@click.option(
+    "--new", "new_name", metavar="NAME", help="Create a rider with this name and invite them."
+)
 @click.option("--hours", type=click.FloatRange(min=0, min_open=True), default=invites.DEFAULT_HOURS)
-def invite_command(rider_id: int, hours: float) -> None:
-    """Print a signed, expiring, single-use connect link for an existing rider (last line)."""
+def invite_command(rider_id: int | None, new_name: str | None, hours: float) -> None:
+    """Print a signed, expiring, single-use connect link for a rider (last line).
+
+    Name an existing RIDER_ID, or create a rider with --new NAME (the way in for a club's first
+    riders when connecting needs an invite).
+    """
+    if (rider_id is None) == (new_name is None):
+        fail("name either an existing RIDER_ID or a new rider with --new NAME")
     svc = current_services()
     try:
         invites.serializer(svc.config)  # refuse before anything is stored
         base = invites.public_base(svc.config)
-        url = invites.connect_url(base, invites.issue(svc, rider_id, hours))
+        if new_name is None:
+            token = invites.issue(svc, rider_id, hours)
+        else:
+            rider_id, token = invites.issue_new(svc, new_name, hours)
     except (invites.InviteError, invites.NoSecretKey) as exc:
-        click.echo(f"Error: {exc}.", err=True)
-        raise SystemExit(1) from None
+        fail(f"{exc}.")
     click.echo(f"Invite for rider {rider_id}, valid {hours:g} hours, usable once:")
-    click.echo(url)
+    click.echo(invites.connect_url(base, token))

@@ -16,9 +16,9 @@ from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegis
 
 import models
 import reconcile
-from models import overview
+from models import junk, overview
 from services import QUEUES, Services
-from services.diagnose import START_WORKER
+from services.diagnose import START_WORKER, explain
 
 STALE_AFTER = timedelta(days=2)
 QUIET_AFTER = timedelta(hours=24)  # no event for this long while riders are connected: warn
@@ -97,6 +97,11 @@ def _sweep_capacity(svc: Services, budget: dict, events_24h: dict) -> dict:
     return {"riders_beyond": beyond, "read_limit_needed": needed}
 
 
+def _today(svc: Services):
+    """The UTC day by the services' clock (the webhook counts junk events by it)."""
+    return datetime.fromtimestamp(svc.clock(), UTC).date()
+
+
 def collect_status(svc: Services) -> dict:
     """Everything an operator checks at a glance, as JSON-ready data."""
     now = datetime.now(UTC)
@@ -120,13 +125,14 @@ def collect_status(svc: Services) -> dict:
             "riders": riders["counts"],
             "riders_by_state": riders["by_state"],
             "credentials_refused_at": models.get_setting(conn, "strava_credentials_refused_at"),
+            "unconnected_events_today": junk.summary(conn, _today(svc)),
         }
     try:
         status["queues"] = _queues(svc)
         status["budget"] = svc.budget.snapshot()
         status["sweep_capacity"] = _sweep_capacity(svc, status["budget"], status["events_24h"])
     except redis.RedisError as exc:
-        status["redis"] = f"down: {type(exc).__name__}"
+        status["redis"] = f"down: {explain(exc, svc.config)}"  # for the operator: /admin, CLI
     status["warnings"] = warnings(status)
     _keep_older_keys(status)
     return status

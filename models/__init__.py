@@ -38,6 +38,7 @@ from .riders import (
     create_rider,
     deauthorize,
     deauthorized_riders,
+    end_sessions,
     get_connection,
     get_connection_by_athlete,
     get_rider,
@@ -74,6 +75,7 @@ from .schema import (
     strava_invite,
     sync_run,
     webhook_event,
+    webhook_junk,
 )
 
 __all__ = [
@@ -91,6 +93,7 @@ __all__ = [
     "deauthorized_riders",
     "delete_activity",
     "drop_all",
+    "end_sessions",
     "event_counts_since",
     "event_identity",
     "fail_stale_events",
@@ -139,4 +142,5 @@ __all__ = [
     "update_run",
     "upsert_activity",
     "webhook_event",
+    "webhook_junk",
 ]

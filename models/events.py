@@ -6,12 +6,13 @@ import functools
 import hashlib
 import json
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import date, datetime
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
+from . import junk
 from .schema import UTCDateTime, now, strava_connection, webhook_event
 
 UPDATES_CAP = 2048  # characters of an event's `updates` JSON we keep
@@ -36,12 +37,20 @@ def event_identity(fields: dict) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def store_event(conn: Connection, fields: dict, unhandled: str | None, job_id: str | None = None):
-    """Store an event in one statement, choosing its status in SQL; returns (id, status, error).
+def store_event(
+    conn: Connection,
+    fields: dict,
+    unhandled: str | None,
+    job_id: str | None = None,
+    today: date | None = None,
+):
+    """Store an event, choosing its status in SQL; returns (id, status, error).
 
-    The status is `queued` when the event is handled (`unhandled` is None) and its athlete is
-    connected, else `ignored` with the reason. The id is None when this exact event was stored
-    before. One round trip: the webhook answers Strava while others wait for a connection.
+    An event whose athlete is connected is stored in one statement (one round trip: the webhook
+    answers Strava while others wait for a connection): `queued` when it is handled (`unhandled`
+    is None), else `ignored` with the reason. An event for an athlete who is not connected is
+    junk (junk.py): counted for `today`, stored as an example only while the day's bound allows;
+    its id is None when it was only counted. Status None: this exact event was stored before.
     """
     params = dict(
         fields,
@@ -51,12 +60,21 @@ def store_event(conn: Connection, fields: dict, unhandled: str | None, job_id: s
         updates=cap(json.dumps(fields["updates"], sort_keys=True), UPDATES_CAP),
         identity=event_identity(fields),
         received_at=now(),
-        not_ours=f"athlete {fields['owner_id']} is not connected to us",
         unhandled=cap(unhandled, ERROR_CAP),
         job_id=job_id,
     )
-    stmt = _store_statement(conn.dialect.name, unhandled is None)
-    found = conn.execute(stmt, params).first()
+    found = conn.execute(_store_statement(conn.dialect.name, unhandled is None), params).first()
+    if found is not None:
+        return tuple(found)
+    day, at = today or params["received_at"].date(), params["received_at"]
+    counted = junk.count(conn, fields["owner_id"], day, at, params["identity"])
+    if counted is None:
+        return None, None, None
+    reason = params["unhandled"] or f"athlete {fields['owner_id']} is not connected to us"
+    if not 0 < counted <= junk.JUNK_EXAMPLES:
+        return None, "ignored", reason
+    example = dict(params, updates="{}", unhandled=reason)  # junk keeps no `updates`
+    found = conn.execute(_store_statement(conn.dialect.name, False, junk=True), example).first()
     return (None, None, None) if found is None else tuple(found)
 
 
@@ -64,8 +82,11 @@ _STORED = ("subscription_id", "object_type", "object_id", "aspect_type", "owner_
 
 
 @functools.cache
-def _store_statement(dialect: str, handled: bool):
-    """store_event's INSERT ... SELECT, built once per dialect and kind (parameters bound later)."""
+def _store_statement(dialect: str, handled: bool, junk: bool = False):
+    """store_event's INSERT ... SELECT, built once per dialect and kind (parameters bound later).
+
+    It inserts only for a connected athlete, except a junk example (stored `ignored` regardless).
+    """
     table, p = webhook_event, sa.bindparam
     connected = sa.exists().where(
         strava_connection.c.athlete_id == p("owner_id"),
@@ -73,10 +94,8 @@ def _store_statement(dialect: str, handled: bool):
     )
     received = p("received_at", type_=UTCDateTime)
     if handled:
-        status = sa.case((connected, "queued"), else_="ignored")
-        error = sa.case((connected, sa.null()), else_=p("not_ours", type_=sa.Text))
-        processed = sa.case((connected, sa.null()), else_=received)
-        job = sa.case((connected, p("job_id", type_=sa.Text)), else_=sa.null())
+        status, error, processed = sa.literal("queued"), sa.null(), sa.null()
+        job = p("job_id", type_=sa.Text)
     else:
         status, error, processed = sa.literal("ignored"), p("unhandled", type_=sa.Text), received
         job = sa.null()
@@ -85,8 +104,9 @@ def _store_statement(dialect: str, handled: bool):
     columns = [table.c[n] for n in names]
     columns += [table.c.attempts, table.c.status, table.c.error, table.c.processed_at]
     columns.append(table.c.job_id)
-    # `WHERE true` lets SQLite tell the SELECT from the ON CONFLICT clause that follows it.
-    select = sa.select(*values, sa.literal(0), status, error, processed, job).where(sa.true())
+    # A WHERE clause also lets SQLite tell the SELECT from the ON CONFLICT clause that follows it.
+    select = sa.select(*values, sa.literal(0), status, error, processed, job)
+    select = select.where(sa.true() if junk else connected)
     insert = (postgresql if dialect == "postgresql" else sqlite).insert(table)
     return (
         insert.from_select(columns, select)
@@ -236,4 +256,5 @@ def prune_events(conn: Connection, done_before: datetime, failed_before: datetim
     ids = list(conn.execute(sa.select(table.c.id).where(old).limit(limit)).scalars())
     if ids:
         conn.execute(table.delete().where(table.c.id.in_(ids)))
+    junk.prune(conn, done_before.date())
     return len(ids)

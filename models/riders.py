@@ -16,6 +16,17 @@ def create_rider(conn: Connection, name: str) -> int:
     return result.inserted_primary_key[0]
 
 
+def end_sessions(conn: Connection, rider_id: int) -> int:
+    """Raise the rider's session generation, ending every session signed in before; returns it."""
+    conn.execute(
+        riders.update()
+        .where(riders.c.id == rider_id)
+        .values(session_generation=riders.c.session_generation + 1)
+    )
+    query = sa.select(riders.c.session_generation).where(riders.c.id == rider_id)
+    return conn.execute(query).scalar_one()
+
+
 def get_rider(conn: Connection, rider_id: int):
     """The rider row, or None."""
     return conn.execute(sa.select(riders).where(riders.c.id == rider_id)).first()

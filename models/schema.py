@@ -43,6 +43,9 @@ riders = sa.Table(
     sa.Column("id", BigId, primary_key=True, autoincrement=True),
     sa.Column("name", sa.Text, nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
+    # Sessions carry the generation they were signed in at: sign-out and Disconnect raise it,
+    # so every copy of an older cookie stops working.
+    sa.Column("session_generation", sa.Integer, nullable=False, server_default="0"),
 )
 
 
@@ -121,6 +124,18 @@ webhook_event = sa.Table(
     sa.Column("job_id", sa.Text),
     sa.Index("ix_webhook_event_object", "object_type", "object_id", "status"),
     sa.Index("ix_webhook_event_status", "status", "received_at"),
+)
+
+
+# Events for athletes who are not connected: counted per athlete and UTC day, never kept whole
+# (a few examples stay in webhook_event), so forged events cannot fill the database.
+webhook_junk = sa.Table(
+    "webhook_junk",
+    metadata,
+    sa.Column("day", sa.Date, primary_key=True),
+    sa.Column("owner_id", sa.BigInteger, primary_key=True),
+    sa.Column("events", sa.Integer, nullable=False),
+    sa.Column("last_received_at", UTCDateTime, nullable=False),
 )
 
 

@@ -31,7 +31,10 @@ HISTORY_TTL = 2 * DAY  # the admin page's chart reaches back 24 hours
 PER_MILLION = 1_000_000  # lane shares in integer parts per million, so Lua and Python floor alike
 DOCUMENTED = {"overall": (200, 2000), "read": (100, 1000)}  # Strava's default limits
 PLAUSIBLE_SHARE = 10  # a learned limit below 1/10 of the documented one is a garbled header
-MAX_COUNT = 10**9  # reported figures are clamped: Redis counters overflow at 2**63 - 1
+MAX_COUNT = 10**9  # a larger learned limit is garbled (and Redis counters overflow at 2**63 - 1)
+# Usage beyond this multiple of its header's limit is garbled, not counted: adopting it would
+# spend the day's budget on one bad header, and counters only rise: no later header undoes it.
+MAX_OVERUSE = 2
 LIMITS_TTL = DAY  # learned limits are forgotten a day after Strava last reported them
 
 # KEYS: the four counters, the limits hash, then the Retry-After key.
@@ -107,13 +110,14 @@ def _by_window(usage: BucketUsage | None) -> dict[str, tuple[int, int]]:
 
 
 def _plausible(bucket: str, window: str, reported: tuple) -> tuple:
-    """A reported (limit, used) with an implausible limit dropped and usage clamped."""
+    """A reported (limit, used), each '' when no real count can be that (the header is garbled)."""
     limit, used = reported
     floor = DOCUMENTED[bucket][0 if window == "15m" else 1] // PLAUSIBLE_SHARE
-    if limit != "" and not floor <= limit <= MAX_COUNT:
-        limit = ""  # e.g. '0,0': adopting it would refuse every permit with nothing to correct it
-    if used != "":
-        used = min(used, MAX_COUNT)
+    if limit == "" or not floor <= limit <= MAX_COUNT:
+        # e.g. '0,0': adopting it would refuse every permit with nothing to correct it
+        return "", ""
+    if used > limit * MAX_OVERUSE:
+        used = ""
     return limit, used
 
 
@@ -184,11 +188,15 @@ class RateBudget:
         # usage only into the windows this thread's last permit was taken in.
         sent, current = window_bounds(vars(self._sent).pop("at", now)), window_bounds(now)
         same = {"15m": sent[0] == current[0], "day": sent[2] == current[2]}
-        reported = {b: _by_window(getattr(rate_limits, b)) for b in BUCKETS}
-        exhausted = any(used >= limit for r in reported.values() for limit, used in r.values())
+        reported = {
+            (b, w): _plausible(b, w, pair)
+            for b in BUCKETS
+            for w, pair in _by_window(getattr(rate_limits, b)).items()
+        }
+        exhausted = any(used != "" and used >= limit for limit, used in reported.values())
         args = []
         for bucket, window in COUNTERS:
-            limit, used = _plausible(bucket, window, reported[bucket].get(window, ("", "")))
+            limit, used = reported.get((bucket, window), ("", ""))
             if status == 429 and not exhausted and not rate_limits.retry_after and window == "15m":
                 used = "spent"  # a 429 that doesn't say which window: assume the 15-minute ones
             if not same[window]:

@@ -136,18 +136,22 @@ def names_application(exc: StravaError) -> bool:
     return any(isinstance(e, dict) and e.get("resource") == "Application" for e in exc.errors)
 
 
+def application_refused(svc, exc: StravaError) -> CredentialsRefused:
+    """Record that Strava refused our application (status names it) and say so in one sentence."""
+    log.error("Strava refused our application's credentials: %s", exc)
+    with svc.engine.begin() as conn:
+        models.set_setting(conn, CREDENTIALS_REFUSED, models.now().isoformat())
+    return CredentialsRefused(
+        f"Strava refused this application ({exc}); check STRAVA_CLIENT_ID and STRAVA_CLIENT_SECRET",
+        exc.status,
+        exc.errors,
+    )
+
+
 def _refresh_refused(svc, rider_id: int, exc: StravaError):
     """A refused refresh is never proof of revocation: flag the app or the rider, then raise."""
     if names_application(exc):
-        log.error("Strava refused our application's credentials: %s", exc)
-        with svc.engine.begin() as conn:
-            models.set_setting(conn, CREDENTIALS_REFUSED, models.now().isoformat())
-        raise CredentialsRefused(
-            f"Strava refused this application ({exc}); check STRAVA_CLIENT_ID and "
-            "STRAVA_CLIENT_SECRET",
-            exc.status,
-            exc.errors,
-        ) from None
+        raise application_refused(svc, exc) from None
     with svc.engine.begin() as conn:
         models.mark_needs_reconnect(conn, rider_id)
     log.warning("rider %s: Strava refused the refresh token; the rider must reconnect", rider_id)

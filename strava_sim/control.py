@@ -70,6 +70,14 @@ def make_blueprint(sim) -> Blueprint:
     def _bad(exc):
         return jsonify(error=str(exc)), 400
 
+    _add_world_routes(bp, sim)
+    _add_event_routes(bp, sim)
+    return bp
+
+
+def _add_world_routes(bp: Blueprint, sim) -> None:
+    """Athletes, logins and activities: what riders do on Strava."""
+
     @bp.post("/athletes")
     def add_athlete():
         body = _body()
@@ -106,6 +114,10 @@ def make_blueprint(sim) -> Blueprint:
         sim.revoke(athlete_id, event=bool(_body().get("event", True)))
         return jsonify(athlete_id=athlete_id)
 
+
+def _add_event_routes(bp: Blueprint, sim) -> None:
+    """The event outbox and the simulator's state: what Strava does about it."""
+
     @bp.get("/events")
     def events():
         return jsonify(events=list(sim.outbox))
@@ -128,5 +140,3 @@ def make_blueprint(sim) -> Blueprint:
             requests=dict(sim.requests),
             client_id=sim.client_id,
         )
-
-    return bp

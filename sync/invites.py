@@ -25,6 +25,7 @@ from services import Services
 SALT = "strava-sync-invite"
 CONNECT_PATH = "/strava/connect"
 DEFAULT_HOURS = 72
+MAX_NAME = 100
 
 
 class InviteError(ValueError):
@@ -72,20 +73,39 @@ def public_base(config) -> str:
 def issue(svc: Services, rider_id: int, hours: float = DEFAULT_HOURS) -> str:
     """Store a new invite for an existing rider and return its signed token."""
     signer = serializer(svc.config)
-    nonce = secrets.token_urlsafe(16)
-    created = now(svc)
     with svc.engine.begin() as conn:
         if models.get_rider(conn, rider_id) is None:
             raise InviteError(f"there is no rider {rider_id}")
-        conn.execute(
-            strava_invite.insert().values(
-                id=nonce,
-                rider_id=rider_id,
-                created_at=created,
-                expires_at=created + timedelta(hours=hours),
-            )
-        )
+        nonce = _store(conn, rider_id, now(svc), hours)
     return signer.dumps({"nonce": nonce, "rider": rider_id})
+
+
+def issue_new(svc: Services, name: str, hours: float = DEFAULT_HOURS) -> tuple[int, str]:
+    """Create a rider named by the admin and an invite that connects them: (rider id, token).
+
+    The way in for a club's first riders when connecting needs an invite.
+    """
+    signer = serializer(svc.config)
+    name = " ".join(name.split())
+    if not name or len(name) > MAX_NAME:
+        raise InviteError(f"a new rider needs a name of 1 to {MAX_NAME} characters")
+    with svc.engine.begin() as conn:
+        rider_id = models.create_rider(conn, name)
+        nonce = _store(conn, rider_id, now(svc), hours)
+    return rider_id, signer.dumps({"nonce": nonce, "rider": rider_id})
+
+
+def _store(conn: Connection, rider_id: int, created: datetime, hours: float) -> str:
+    nonce = secrets.token_urlsafe(16)
+    conn.execute(
+        strava_invite.insert().values(
+            id=nonce,
+            rider_id=rider_id,
+            created_at=created,
+            expires_at=created + timedelta(hours=hours),
+        )
+    )
+    return nonce
 
 
 def connect_url(base: str, token: str) -> str:
@@ -126,3 +146,12 @@ def consume(conn: Connection, invite: Invite, now: datetime) -> bool:
         .values(used_at=now)
     )
     return result.rowcount == 1
+
+
+def other_athlete(conn: Connection, invite: Invite, athlete_id: int) -> bool:
+    """Whether the invite's rider is connected (live or awaiting a reconnect) as another athlete.
+
+    Such an invite reconnects that athlete only: linking anyone else would hand them the rider.
+    """
+    held = models.get_connection(conn, invite.rider_id)
+    return held is not None and held.deauthorized_at is None and held.athlete_id != athlete_id

@@ -147,3 +147,19 @@ def test_invite_needs_the_csrf_token_and_an_admin(board, database_url, sim):
     sign_in(outsider, member)
     assert post(outsider, "/admin/invites", {"rider_id": str(member)}).status_code == 403
     assert invites_of(svc, member) == []
+
+
+def test_invite_form_creates_a_named_rider_for_invite_only_clubs(board, sim):
+    app, client = board
+    svc = app.extensions["strava_sync"]
+    assert 'action="/admin/invites/new"' in text(client.get("/admin"))
+    response = post(client, "/admin/invites/new", {"name": "Grace Hopper", "hours": "24"})
+    assert response.status_code == 200
+    with svc.engine.connect() as conn:
+        [rider] = conn.execute(
+            sa.select(models.riders).where(models.riders.c.name == "Grace Hopper")
+        )
+    [invite] = invites_of(svc, rider.id)
+    assert (invite.expires_at - invite.created_at).total_seconds() == 24 * 3600
+    assert re.search(r'id="invite-url">http://localhost/strava/connect\?invite=', text(response))
+    assert post(client, "/admin/invites/new", {"name": " ", "hours": "24"}).status_code == 400

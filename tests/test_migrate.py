@@ -113,6 +113,8 @@ def test_init_db_gives_old_rows_the_new_columns_defaults(database_url, engine):
         ] == [(None, False, None)] * 2
         assert conn.execute(sa.select(models.webhook_event.c.job_id)).scalars().all() == [None] * 3
         assert conn.execute(sa.select(models.sync_run.c.progress_at)).scalars().all() == [None]
+        generations = sa.select(models.riders.c.session_generation)
+        assert conn.execute(generations).scalars().all() == [0, 0]
         conn.execute(
             models.strava_invite.insert().values(
                 id="nonce", rider_id=1, created_at=T0, expires_at=T0, used_at=None
@@ -259,6 +261,7 @@ def test_db_current_and_history_name_the_revisions(database_url):
         "0001_baseline",
         "0002_round_two",
         "0003_pages",
+        "0004_trust",
     ]
 
 

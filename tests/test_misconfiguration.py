@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import CRON_SECRET, PYTHONPATH, REAL_DATABASE, make_app
+from conftest import CRON_SECRET, PYTHONPATH, REAL_DATABASE, event, make_app
 
 import config
 import services
@@ -192,24 +192,61 @@ def test_deployed_app_logs_each_problem_once(monkeypatch, tmp_path, caplog):
     assert sum(m.startswith("REDIS_URL is not set") for m in messages) == 1
 
 
-def test_healthz_and_cron_name_an_unreachable_database(app, client, svc, tmp_path):
+def test_healthz_and_cron_name_an_unreachable_database(app, client, svc, tmp_path, caplog):
     svc.engine.dispose()
     svc.engine = make_engine(f"sqlite:///{tmp_path}/no/such/dir.sqlite")
     sentence = "DATABASE_URL: the SQLite file cannot be opened: check that its folder exists"
-    assert client.get("/healthz").get_json()["db"] == f"down: {sentence}"
-    response = client.post(
-        "/api/cron/reconcile", headers={"Authorization": f"Bearer {CRON_SECRET}"}, json={}
-    )
-    assert (response.status_code, response.get_json()) == (503, {"error": sentence})
+    with caplog.at_level(logging.ERROR):
+        assert client.get("/healthz").get_json()["db"] == "down: the database file cannot be opened"
+        response = client.post(
+            "/api/cron/reconcile", headers={"Authorization": f"Bearer {CRON_SECRET}"}, json={}
+        )
+    public = "the database is unavailable (the database file cannot be opened); the operator's log"
+    assert response.status_code == 503 and response.get_json()["error"].startswith(public)
+    assert sentence in [r.getMessage() for r in caplog.records]
 
 
-def test_vercel_answers_a_bad_configuration_with_its_sentence(monkeypatch, tmp_path):
+def test_attack_healthz_and_503s_never_show_the_database_host_port_or_user(database_url, caplog):
+    app = make_app(database_url, init_db=False)
+    svc = app.extensions["strava_sync"]
+    svc.engine.dispose()
+    svc.engine = make_engine("postgresql://clubadmin:pw@127.0.0.1:1/club")
+    client = app.test_client()
+    with caplog.at_level(logging.ERROR):
+        health = client.get("/healthz")
+        webhook = client.post("/api/strava/webhook", json=event(134815, 1360128428))
+    assert (health.status_code, health.get_json()["db"]) == (503, "down: connection refused")
+    assert webhook.status_code == 503
+    for answer in (health, webhook):
+        body = answer.get_data(as_text=True)
+        assert "127.0.0.1" not in body and ":1" not in body and "clubadmin" not in body
+    assert "connection refused on 127.0.0.1:1" in caplog.text  # the operator's log has it all
+
+
+def test_attack_vercel_never_shows_a_refused_value(monkeypatch, tmp_path, caplog):
+    from app import vercel_app
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("STRAVA_RATE_LIMITS", "pasted-client-secret-9f3e")  # the wrong variable
+    with caplog.at_level(logging.ERROR):
+        client = vercel_app().test_client()
+    for path in ("/healthz", "/", "/api/strava/webhook"):
+        response = client.get(path)
+        assert response.status_code == 503
+        assert "pasted-client-secret" not in response.get_data(as_text=True)
+        assert "configuration is refused" in response.get_json()["error"]
+    assert "pasted-client-secret-9f3e" in caplog.text  # the log names the value to fix
+
+
+def test_vercel_logs_a_bad_configurations_sentence(monkeypatch, tmp_path, caplog):
     from app import vercel_app
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("TOKEN_ENCRYPTION_KEY", "not-a-key")
-    response = vercel_app().test_client().get("/healthz")
-    assert (response.status_code, response.get_json()) == (503, {"error": FERNET_HINT})
+    with caplog.at_level(logging.ERROR):
+        response = vercel_app().test_client().get("/healthz")
+    assert response.status_code == 503 and FERNET_HINT not in response.get_data(as_text=True)
+    assert FERNET_HINT in [r.getMessage() for r in caplog.records]
 
 
 def test_a_good_key_list_is_accepted():

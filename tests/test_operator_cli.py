@@ -5,10 +5,11 @@ import json
 import logging
 
 import pytest
-from conftest import connect_rider, event, make_app, run_jobs
+from conftest import connect_rider, event, make_app, run_jobs, stop_redis_client
 
 import models
 from cli.runs import Progress
+from jobs import status
 from services.diagnose import START_WORKER
 from strava_sim.cli import simulate_command
 
@@ -180,3 +181,13 @@ def test_workers_log_one_line_per_job_outcome(app, client, sim, caplog):
     with svc.engine.connect() as conn:
         token = svc.cipher.decrypt(models.get_connection_by_athlete(conn, athlete).access_token)
     assert token not in caplog.text
+
+
+def test_status_gives_the_operator_the_full_sentence_for_a_redis_that_is_down(database_url, sim):
+    app = make_app(database_url, sim, REDIS_URL="redis://127.0.0.1:1/0")
+    svc = app.extensions["strava_sync"]
+    stop_redis_client(svc)
+    found = status.collect_status(svc)["redis"]
+    assert (
+        found == "down: REDIS_URL: cannot reach Redis on 127.0.0.1:1: start Redis or fix REDIS_URL"
+    )

@@ -325,3 +325,55 @@ def test_pages_carry_security_headers_and_the_api_does_not_need_them(client):
     assert "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]
     assert page.headers["X-Content-Type-Options"] == "nosniff"
     assert "Content-Security-Policy" not in client.get("/healthz").headers
+
+
+def test_attack_disconnect_after_a_lost_revocation_with_an_expiring_token_still_purges(
+    app, client, svc, sim
+):
+    rider, athlete = connect_rider(app, sim)
+    add_ride(svc, rider, athlete, 700, km=30)
+    sim.revoke(athlete, event=False)  # the rider revoked us on Strava; the event was lost
+    with svc.engine.begin() as conn:
+        models.update_connection(conn, rider, expires_at=int(svc.clock()) + 60)
+    sign_in(client, rider)
+    assert post(client, "/me/disconnect").status_code == 302
+    assert sim.requests["POST /oauth/deauthorize"] == 0  # a refused refresh: nothing to revoke
+    assert held_activities(svc, rider) == []
+    assert connection(svc, rider).deauthorized_at is not None
+    assert "Strava no longer accepted our access" in text(client.get("/me"))
+
+
+def test_attack_disconnect_of_a_rider_needing_reconnect_purges_without_calling_strava(
+    app, client, svc, sim
+):
+    rider, athlete = connect_rider(app, sim)
+    add_ride(svc, rider, athlete, 700, km=30)
+    with svc.engine.begin() as conn:
+        models.mark_needs_reconnect(conn, rider)
+    sign_in(client, rider)
+    assert post(client, "/me/disconnect").status_code == 302
+    assert sum(sim.requests.values()) == 0
+    assert held_activities(svc, rider) == []
+    row = connection(svc, rider)
+    assert row.deauthorized_at is not None and row.needs_reconnect_since is None
+
+
+def test_attack_disconnect_with_a_refused_client_secret_names_the_configuration_and_keeps_all(
+    database_url, sim
+):
+    app = make_app(
+        database_url, sim, STRAVA_REVOKE_ENDPOINT="revoke", STRAVA_CLIENT_SECRET="wrong-secret"
+    )
+    svc, client = app.extensions["strava_sync"], app.test_client()
+    rider, athlete = connect_rider(app, sim)
+    add_ride(svc, rider, athlete, 700, km=30)
+    sign_in(client, rider)
+    response = post(client, "/me/disconnect")
+    assert response.status_code == 503
+    assert "credentials" in text(response) and "wrong-secret" not in text(response)
+    assert "Disconnected" not in text(client.get("/me"))
+    assert held_activities(svc, rider) == [700]
+    row = connection(svc, rider)
+    assert row.deauthorized_at is None and row.refresh_token is not None
+    with svc.engine.connect() as conn:
+        assert models.get_setting(conn, "strava_credentials_refused_at") is not None

@@ -69,12 +69,28 @@ def test_learned_limits_expire_after_a_day(budget, redis_conn):
     assert 0 < conn.ttl(f"{prefix}:limits") <= LIMITS_TTL == DAY
 
 
-def test_huge_usage_is_clamped_and_never_overflows(budget, clock):
-    budget.record_response(200, both(200, 2000, 2**63 - 1, 2**63 - 1))
-    with pytest.raises(NoPermit):
+ABSURD = "9223372036854775807,9223372036854775807"
+
+
+@pytest.mark.parametrize("usage", [ABSURD, "99999,9999999"])
+def test_attack_absurd_usage_header_is_ignored_and_the_next_sane_one_counts(budget, usage):
+    absurd = {"X-RateLimit-Limit": "200,2000", "X-RateLimit-Usage": usage}
+    absurd |= {"X-ReadRateLimit-Limit": "100,1000", "X-ReadRateLimit-Usage": usage}
+    budget.record_response(200, parse_rate_limits(absurd))
+    budget.take_permit("realtime")  # a new event's fetch is not pushed to a later window
+    assert budget.sweep_allowance() > 0  # and the sweep still plans riders
+    sane = {k: v for k, v in absurd.items() if k.endswith("Limit")}
+    sane |= {"X-RateLimit-Usage": "7,70", "X-ReadRateLimit-Usage": "5,50"}
+    budget.record_response(200, parse_rate_limits(sane))
+    snap = budget.snapshot()
+    assert (snap["overall"]["used_15min"], snap["overall"]["used_day"]) == (7, 70)
+    assert (snap["read"]["used_15min"], snap["read"]["used_day"]) == (5, 50)
+
+
+def test_usage_just_over_the_limit_still_spends_the_window(budget):
+    budget.record_response(200, both(200, 2000, 210, 300))
+    with pytest.raises(NoPermit, match="15-minute"):
         budget.take_permit()
-    clock.now += DAY
-    budget.take_permit()  # a new day: the counters start again
 
 
 @pytest.mark.parametrize(

@@ -112,13 +112,22 @@ def test_attack_junk_event_is_stored_capped_but_its_identity_stays_exact(client,
     body = event(134815, 99, object_type=junk, updates={"junk": "z" * 9000})
     assert client.post("/api/strava/webhook", json=body).json["status"] == "ignored"
     (row,) = stored_events(svc)
-    assert len(row.updates) <= 2048 and row.updates.endswith("[truncated]")
+    assert row.updates == "{}"  # an athlete we do not hold: junk keeps no `updates` at all
     assert len(row.error) <= 500
     assert len(row.object_type) <= 100
     other = event(134815, 99, object_type=junk, updates={"junk": "z" * 8999 + "q"})
     assert client.post("/api/strava/webhook", json=other).json["status"] == "ignored"
     assert client.post("/api/strava/webhook", json=body).json["status"] == "duplicate"
     assert len(stored_events(svc)) == 2
+
+
+def test_unhandled_event_of_a_connected_athlete_keeps_its_updates_capped(app, client, svc, sim):
+    _, athlete = connect_rider(app, sim)
+    body = event(athlete, 99, object_type="y" * 5000, updates={"junk": "z" * 9000})
+    assert client.post("/api/strava/webhook", json=body).json["status"] == "ignored"
+    (row,) = stored_events(svc)
+    assert len(row.updates) <= 2048 and row.updates.endswith("[truncated]")
+    assert len(row.object_type) <= 100
 
 
 # -- fuzzing -----------------------------------------------------------------------------------

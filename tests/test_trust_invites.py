@@ -189,3 +189,85 @@ def test_bad_token_answer_is_a_502_saying_try_again(app, client, svc, answer):
     assert page.status_code == 502
     assert "could not be reached" in page.get_data(as_text=True)
     assert connections(svc) == []
+
+
+# -- an invite for a connected rider reconnects that athlete only ---------------------------
+
+
+@pytest.mark.parametrize("state", ["live", "needs reconnect"])
+def test_attack_invite_for_a_connected_rider_cannot_hand_them_to_another_athlete(
+    app, svc, sim, state
+):
+    rider, athlete = connect_rider(app, sim, name=("Ada", "Lovelace"))
+    if state == "needs reconnect":
+        with svc.engine.begin() as conn:
+            models.mark_needs_reconnect(conn, rider)
+    token = invites.issue(svc, rider)
+    mallory = sim.add_athlete("Mallory", "Stranger")
+    page = authorize(app.test_client(), sim, mallory, query=f"?invite={token}")
+    assert page.status_code == 409
+    assert "another Strava account" in page.get_data(as_text=True)
+    assert [(c.rider_id, c.athlete_id) for c in connections(svc)] == [(rider, athlete)]
+    with svc.engine.connect() as conn:
+        assert conn.execute(sa.select(models.strava_invite.c.used_at)).scalar_one() is None
+    page = authorize(app.test_client(), sim, athlete, query=f"?invite={token}")  # still usable
+    assert page.status_code == 200 and "Ada Lovelace" in page.get_data(as_text=True)
+    assert [(c.rider_id, c.athlete_id) for c in connections(svc)] == [(rider, athlete)]
+
+
+def test_invite_for_a_disconnected_rider_may_link_a_new_athlete(app, svc, sim):
+    rider, _ = connect_rider(app, sim)
+    with svc.engine.begin() as conn:
+        models.deauthorize(conn, rider)
+    newcomer = sim.add_athlete("New", "Account")
+    token = invites.issue(svc, rider)
+    assert authorize(app.test_client(), sim, newcomer, query=f"?invite={token}").status_code == 200
+    assert [(c.rider_id, c.athlete_id) for c in connections(svc)] == [(rider, newcomer)]
+
+
+# -- invite-only mode has a way in ----------------------------------------------------------
+
+
+def test_attack_invite_only_fresh_install_lets_the_admin_invite_a_new_rider(database_url, sim):
+    app = make_app(database_url, sim, CONNECT_REQUIRES_INVITE=True, PUBLIC_URL="https://c.org")
+    svc = app.extensions["strava_sync"]
+    result = app.test_cli_runner().invoke(args=["strava", "invite", "--new", "Ada  Admin"])
+    assert result.exit_code == 0, result.output
+    url = result.output.strip().splitlines()[-1]
+    athlete = sim.add_athlete("Ada", "Lovelace")
+    page = authorize(app.test_client(), sim, athlete, query="?" + urlsplit(url).query)
+    assert page.status_code == 200
+    [row] = connections(svc)
+    with svc.engine.connect() as conn:
+        assert (models.get_rider(conn, row.rider_id).name, row.athlete_id) == ("Ada Admin", athlete)
+
+
+@pytest.mark.parametrize("args", [[], ["1", "--new", "Two"], ["--new", "  "]])
+def test_invite_command_needs_exactly_one_rider(app, runner, args):
+    app.config["PUBLIC_URL"] = "https://club.example.org"
+    result = runner.invoke(args=["strava", "invite", *args])
+    assert result.exit_code == 1 and "Error:" in result.output
+    with app.extensions["strava_sync"].engine.connect() as conn:
+        assert conn.execute(sa.select(models.riders)).all() == []
+
+
+def test_attack_invite_only_still_lets_a_signed_in_rider_reconnect_their_own_athlete(
+    database_url, sim
+):
+    from pages_support import sign_in
+
+    app = make_app(database_url, sim, CONNECT_REQUIRES_INVITE=True)
+    svc = app.extensions["strava_sync"]
+    rider, athlete = connect_rider(app, sim)
+    with svc.engine.begin() as conn:
+        models.mark_needs_reconnect(conn, rider)
+    own = app.test_client()
+    sign_in(own, rider)
+    assert authorize(own, sim, athlete).status_code == 200
+    [row] = connections(svc)
+    assert (row.rider_id, row.needs_reconnect_since) == (rider, None)
+    other = app.test_client()
+    sign_in(other, rider)
+    page = authorize(other, sim, sim.add_athlete("Someone", "Else"))
+    assert page.status_code == 403 and "invite" in page.get_data(as_text=True)
+    assert [(c.rider_id, c.athlete_id) for c in connections(svc)] == [(rider, athlete)]

@@ -227,3 +227,15 @@ def test_network_error_names_the_call_and_host_never_the_query(app):
         assert exc.__cause__ is None and exc.__suppress_context__
     else:
         raise AssertionError("no Unreachable raised")
+
+
+def test_attack_redaction_keeps_gunicorns_header_atoms_working():
+    from gunicorn.glogging import SafeAtoms
+
+    atoms = SafeAtoms({"r": "GET /w?code=zz8 HTTP/1.1", "{x-forwarded-for}i": "10.0.0.9"})
+    record = logging.LogRecord(
+        "gunicorn.access", logging.INFO, __file__, 1,
+        '%(r)s %({X-Forwarded-For}i)s %({referer}i)s', (atoms,), None,
+    )  # fmt: skip
+    RedactSecrets().filter(record)
+    assert record.getMessage() == "GET /w?code=[redacted] HTTP/1.1 10.0.0.9 -"

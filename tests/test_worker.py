@@ -3,6 +3,7 @@
 from datetime import timedelta
 
 import pytest
+import rq
 import sqlalchemy as sa
 from conftest import REAL_REDIS, connect_rider, event, stop_redis_client
 
@@ -56,3 +57,28 @@ def test_worker_fetches_in_a_forked_horse_with_the_parents_services(app, client,
         assert [r.id for r in models.rider_activities(conn, 1)] == [activity]
         # The horse dropped, never closed, the parent's pooled connection: it still answers.
         assert conn.execute(sa.text("SELECT 1")).scalar() == 1
+
+
+def listening(svc, queue: str) -> int:
+    """Workers RQ lists for a queue (what `strava status` counts with a real Redis)."""
+    return len(rq.Worker.all(queue=svc.queue(queue)))
+
+
+def test_attack_redis_restarting_empty_does_not_hide_a_live_worker(app, svc):
+    with services.bind(svc):
+        rq_worker = worker.Worker(
+            [svc.queue("strava"), svc.queue("reconcile")], connection=svc.redis
+        )
+    rq_worker.register_birth()
+    assert listening(svc, "strava") == 1
+
+    svc.redis.flushdb()  # Redis restarted without its data; the worker lives on
+    rq_worker.heartbeat()  # RQ's heartbeat alone brings back only a fragment of the worker's key
+    assert listening(svc, "strava") == 0
+
+    rq_worker.run_maintenance_tasks()
+
+    assert [listening(svc, q) for q in ("strava", "reconcile")] == [1, 1]
+    rq_worker.run_maintenance_tasks()  # registered already: nothing changes
+    assert listening(svc, "strava") == 1
+    rq_worker.register_death()

@@ -111,16 +111,29 @@ def dashboard():
     return _dashboard()
 
 
+def _invite_base(svc) -> str:
+    """Where invite links point: PUBLIC_URL's host, else the host serving this page."""
+    try:
+        return invites.public_base(svc.config)
+    except invites.InviteError:
+        return request.host_url.rstrip("/")
+
+
 def issue_invite(svc, rider_id: int, hours: int) -> str:
     """A signed invite URL for a rider, on PUBLIC_URL's host (else the host serving this page)."""
-    try:
-        base = invites.public_base(svc.config)
-    except invites.InviteError:
-        base = request.host_url.rstrip("/")
+    base = _invite_base(svc)
     try:
         return invites.connect_url(base, invites.issue(svc, rider_id, hours))
     except (invites.InviteError, invites.NoSecretKey) as exc:
         abort(400, f"No invite was made: {exc}.")
+
+
+def _form_hours() -> int:
+    """The invite's validity from the form, in whole hours (400 unless 1 to MAX_INVITE_HOURS)."""
+    hours = request.form.get("hours", "72")
+    if not (hours.isascii() and hours.isdigit()) or not 0 < int(hours) <= MAX_INVITE_HOURS:
+        abort(400, f"Choose a validity between 1 and {MAX_INVITE_HOURS} hours.")
+    return int(hours)
 
 
 @bp.post("/admin/invites")
@@ -134,3 +147,16 @@ def create_invite():
         if models.get_rider(conn, int(rider_id)) is None:
             abort(400, f"There is no rider {rider_id}.")
     return _dashboard(invite_url=issue_invite(svc, int(rider_id), int(hours)))
+
+
+@bp.post("/admin/invites/new")
+def create_rider_invite():
+    """Create a rider with the name given and show an invite link that connects them."""
+    svc = current_services()
+    hours = _form_hours()
+    base = _invite_base(svc)
+    try:
+        _, token = invites.issue_new(svc, request.form.get("name", ""), hours)
+    except (invites.InviteError, invites.NoSecretKey) as exc:
+        abort(400, f"No invite was made: {exc}.")
+    return _dashboard(invite_url=invites.connect_url(base, token))

@@ -40,6 +40,7 @@ def connect():
     state = secrets.token_urlsafe(24)
     session["strava_state"] = state
     session["strava_invite"] = request.args.get("invite")
+    session["strava_reconnect"] = _own_rider()
     query = urlencode(
         {
             "client_id": svc.config["STRAVA_CLIENT_ID"],
@@ -63,7 +64,7 @@ def _check_invite(svc):
         )
     token = request.args.get("invite")
     if token is None:
-        if svc.config.get("CONNECT_REQUIRES_INVITE"):
+        if svc.config.get("CONNECT_REQUIRES_INVITE") and _own_rider() is None:
             return _page(
                 "Invite needed",
                 "Connecting is by invitation: ask the club for an invite link.",
@@ -80,11 +81,18 @@ def _check_invite(svc):
     return None
 
 
+def _own_rider() -> int | None:
+    """The signed-in rider with a connection: they may always reconnect their own athlete."""
+    rider, connection = pages.signed_in_connection()
+    return rider.id if connection is not None else None
+
+
 @bp.get("/strava/callback")
 def callback():
     """Check what Strava sent back, store the connection and queue the rider's backfill."""
     expected = session.pop("strava_state", None)
     invite_token = session.pop("strava_invite", None)
+    reconnect = session.pop("strava_reconnect", None)
     given = request.args.get("state", "")
     if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
         return _page("Connection failed", "This link is stale or was not started here.", 400)
@@ -118,7 +126,7 @@ def callback():
         if exc.status is None or exc.status >= 500:
             return _unreachable()
         return _page("Connection failed", "Strava did not accept the authorization.", 502)
-    return _store_connection(svc, grant, scope, invite)
+    return _store_connection(svc, grant, scope, invite, reconnect)
 
 
 def _unreachable():
@@ -146,7 +154,37 @@ def _grant(tokens) -> dict:
     return grant
 
 
-def _store_connection(svc, grant: dict, scope: str, invite):
+def _refusal(conn, svc, athlete_id: int, invite, reconnect: int | None):
+    """The page refusing to link this athlete, or None when the link may be made."""
+    existing = models.get_connection_by_athlete(conn, athlete_id)
+    if invite is None:
+        own = reconnect is not None and existing is not None and existing.rider_id == reconnect
+        if svc.config.get("CONNECT_REQUIRES_INVITE") and not own:
+            return _page(
+                "Invite needed",
+                "Without an invite you can reconnect only the Strava account you signed in "
+                "with: ask the club for an invite link.",
+                403,
+            )
+        return None
+    if existing and existing.rider_id != invite.rider_id:
+        return _page(
+            "Already connected", "This athlete is already connected to another rider.", 409
+        )
+    if invites.other_athlete(conn, invite, athlete_id):
+        # Kept unused: the invited rider may still open it with their own Strava account.
+        return _page(
+            "Wrong Strava account",
+            "This invite is for a rider who is connected with another Strava account: sign in "
+            "to Strava with that account, or ask the club for a new invite.",
+            409,
+        )
+    if not invites.consume(conn, invite, invites.now(svc)):
+        return _page("Invite not valid", "This invite has already been used.", 400)
+    return None
+
+
+def _store_connection(svc, grant: dict, scope: str, invite, reconnect: int | None):
     athlete_id = grant["athlete_id"]
     name = grant["name"] or f"Strava athlete {athlete_id}"
     stored = {
@@ -154,18 +192,12 @@ def _store_connection(svc, grant: dict, scope: str, invite):
         "refresh_token": svc.cipher.encrypt(grant["refresh_token"]),
         "expires_at": grant["expires_at"],
     }
-    link_rider = invite.rider_id if invite else None
     with svc.engine.begin() as conn:
+        refused = _refusal(conn, svc, athlete_id, invite, reconnect)
+        if refused is not None:
+            return refused
         existing = models.get_connection_by_athlete(conn, athlete_id)
-        if existing and link_rider and existing.rider_id != link_rider:
-            return _page(
-                "Already connected",
-                f"{name} is already connected to another rider.",
-                409,
-            )
-        if invite and not invites.consume(conn, invite, invites.now(svc)):
-            return _page("Invite not valid", "This invite has already been used.", 400)
-        rider_id = link_rider or (existing.rider_id if existing else None)
+        rider_id = invite.rider_id if invite else (existing.rider_id if existing else None)
         rider_id = rider_id or models.create_rider(conn, name)
         models.save_connection(conn, rider_id, athlete_id, stored, scope)
     try:

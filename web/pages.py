@@ -25,7 +25,7 @@ from flask import (
 from werkzeug.exceptions import HTTPException
 
 import models
-from strava_client import StravaError
+from strava_client import StravaError, tokens
 from sync import disconnect
 from sync.eddington import METRES_PER_KM, METRES_PER_MILE, eddington, next_target
 from web.extension import current_services
@@ -62,29 +62,48 @@ def require_csrf():
 
 def sign_in(rider_id: int, message: str):
     """Put the rider in a fresh session and send them to their page (the OAuth callback's end)."""
+    with current_services().engine.connect() as conn:
+        generation = models.get_rider(conn, rider_id).session_generation
     session.clear()  # a new identity gets a new CSRF token too
     session["rider_id"] = int(rider_id)
+    session["generation"] = generation
     flash(message)
     return redirect(url_for("pages.me"))
 
 
+def end_sessions(rider_id: int) -> int:
+    """End every session of the rider, copies of this one included; returns the new generation."""
+    with current_services().engine.begin() as conn:
+        return models.end_sessions(conn, rider_id)
+
+
 def signed_in_connection():
-    """(rider, connection) of the signed-in rider, or (None, None); a stale session is cleared."""
+    """(rider, connection) of the signed-in rider, or (None, None); a stale session is cleared.
+
+    A session is stale when its rider is gone or it was signed in before the rider's sessions
+    were last ended (sign-out, Disconnect): a cookie copied earlier opens nothing.
+    """
     rider_id = session.get("rider_id")
     if rider_id is None:
         return None, None
     with current_services().engine.connect() as conn:
         rider = models.get_rider(conn, rider_id)
         connection = models.get_connection(conn, rider_id) if rider else None
-    if rider is None:
+    if rider is None or session.get("generation", 0) != rider.session_generation:
         session.pop("rider_id", None)
+        session.pop("generation", None)
+        return None, None
     return rider, connection
 
 
 def is_admin(connection) -> bool:
-    """Whether this connection's athlete is listed in ADMIN_ATHLETE_IDS."""
+    """Whether this connection's athlete is in ADMIN_ATHLETE_IDS and the connection is live.
+
+    Admin rights follow a live grant: an admin who disconnected (or must reconnect) has none.
+    """
     admins = current_services().config.get("ADMIN_ATHLETE_IDS") or frozenset()
-    return connection is not None and connection.athlete_id in admins
+    live = connection_state(connection) == "syncing"
+    return live and connection.athlete_id in admins
 
 
 @bp.app_context_processor
@@ -199,12 +218,25 @@ def disconnect_rider():
     if connection is None:
         abort(403, "Connect with Strava first.")
     try:
-        deleted = disconnect.disconnect(current_services(), rider.id)
+        done = disconnect.disconnect(current_services(), rider.id)
+    except tokens.CredentialsRefused as exc:
+        log.error("rider %s: disconnect refused: %s", rider.id, exc)
+        abort(
+            503,
+            "Strava refused this site's own credentials, so nothing was changed: the "
+            "club's operator must fix the site's Strava settings. Please try again later.",
+        )
     except (StravaError, requests.RequestException) as exc:
         log.warning("rider %s: disconnect failed at Strava: %s", rider.id, exc)
         abort(502, "Strava did not answer, so nothing was changed. Please try again shortly.")
-    noun = "activity" if deleted == 1 else "activities"
-    flash(f"Disconnected from Strava; {deleted} {noun} deleted from {page_club()}.")
+    # Copies of this session end; this browser stays signed in to see what happened.
+    session["generation"] = end_sessions(rider.id)
+    noun = "activity" if done.deleted == 1 else "activities"
+    held = f"{done.deleted} {noun} deleted from {page_club()}"
+    if done.revoked:
+        flash(f"Disconnected from Strava; {held}.")
+    else:
+        flash(f"Strava no longer accepted our access, so there was nothing to revoke; {held}.")
     return redirect(url_for("pages.me"))
 
 
@@ -215,7 +247,10 @@ def page_club() -> str:
 
 @bp.post("/signout")
 def sign_out():
-    """Forget the signed-in rider."""
+    """Forget the signed-in rider, here and in every copy of this session."""
+    rider, _ = signed_in_connection()
+    if rider is not None:
+        end_sessions(rider.id)
     session.clear()
     return redirect(url_for("pages.index"))
 

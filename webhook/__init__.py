@@ -11,6 +11,7 @@ import hmac
 import json
 import logging
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 
 import redis
 from flask import Blueprint, abort, jsonify, request
@@ -173,12 +174,13 @@ def receive_event():
         # One statement (the connection check and the insert), committed on its own: no BEGIN.
         with svc.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             job_id = queueing.new_job_id(fields)
-            stored = models.store_event(conn, fields, unhandled_reason(event), job_id)
+            today = datetime.fromtimestamp(svc.clock(), UTC).date()  # junk is counted by day
+            stored = models.store_event(conn, fields, unhandled_reason(event), job_id, today)
             event_id, status, reason = stored
     except SQLAlchemyError:
         log.exception("could not store a webhook event")
         return _error("could not store the event; please retry", 503)
-    if event_id is None:
+    if status is None:
         return jsonify(status="duplicate")
     if status == "ignored":
         return jsonify(status="ignored", reason=reason)
