@@ -21,6 +21,7 @@ from werkzeug.exceptions import HTTPException
 import config
 import services
 import webhook
+from jobs import inline
 from models import revision
 from services import deployed, diagnose
 from services.diagnose import StartupError
@@ -104,7 +105,10 @@ def create_app(
         app.config.update({k: v for k, v in test_config.items() if not config.is_setting(k)})
     if settings.database_url.startswith("sqlite:///" + app.instance_path):
         os.makedirs(app.instance_path, exist_ok=True)  # the default database lives there
-    extension.init_app(app, services.build(settings, clock))
+    svc = services.build(settings, clock)
+    if svc.inline and settings.inline_worker:
+        svc.runner = inline.InlineRunner(svc)  # its thread starts with the first queued job
+    extension.init_app(app, svc)
     if (settings.redis_url or not settings.database_url.startswith("sqlite")) and not (
         settings.token_encryption_key
     ):

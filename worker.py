@@ -5,9 +5,10 @@ A stock worker forks a work horse per job, and each horse imported the job modul
 services (engine, Redis client, Strava client) again: about 0.3 s of CPU a job. This one imports
 the job modules and builds the services in the parent, so each horse inherits them ready. A horse
 must never use the database connections it inherited (the parent's sockets), so it drops them from
-its pool without closing them, and opens its own. Between jobs the parent runs the recovery pass:
-events stored while Redis was unreachable get their jobs (the webhook no longer does this), and
-once a day, after the sweep has started, the history checks are planned (history.py).
+its pool without closing them, and opens its own. Between jobs, and every RECOVERY_EVERY seconds
+while idle, the parent runs the recovery pass (recovery.py) and, once a day after the sweep has
+started, plans the history checks (history.py). Jobs queued under an earlier release's function
+names run through `AliasJob` (aliases.py).
 
 What it prints: RQ's own lines, one INFO line per job from the `jobs` logger ("activity 123 of
 athlete 4: updated"), a one-line warning for an expected failure (Strava refused or did not answer,
@@ -28,10 +29,10 @@ import rq
 from rq import worker_registration
 from sqlalchemy.exc import SQLAlchemyError
 
-import jobs  # the job modules, imported once in the parent (jobs imports reconcile and models)
 import models
 import services
 from jobs import history, recovery
+from jobs.aliases import AliasJob  # imports every job module, once, in the parent
 from services import Services, deployed
 from services.diagnose import StartupError
 from strava_client import StravaError
@@ -39,7 +40,7 @@ from strava_client.ratebudget import NoPermit
 
 log = logging.getLogger(__name__)
 
-RECOVERY_EVERY = 30  # seconds between maintenance runs (the recovery pass keeps its own pace)
+RECOVERY_EVERY = recovery.EVERY  # seconds between maintenance runs, idle or busy
 OUR_LOGGERS = ("jobs", "sync", "reconcile", "services", "strava_client", "models", __name__)
 # A job failing with one of these is the outside world, not a bug: the job logged it in one line.
 EXPECTED_FAILURES = (StravaError, NoPermit, requests.RequestException)
@@ -69,7 +70,7 @@ def recover(svc: Services) -> int:
     Returns how many events the pass queued again.
     """
     history.queue_checks(svc)  # once a day, after the sweep started
-    outcome = recovery.run_if_due(svc, jobs.queue_stored_event)
+    outcome = recovery.run_if_due(svc)
     return outcome["requeued"] if outcome else 0
 
 
@@ -94,6 +95,7 @@ class Worker(rq.Worker):
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("maintenance_interval", RECOVERY_EVERY)
+        kwargs["job_class"] = AliasJob  # `rq worker` passes its own default, rq's Job
         super().__init__(*args, **kwargs)
         configure_logging()
         try:
@@ -108,6 +110,11 @@ class Worker(rq.Worker):
         # the horse's collections do not write to those pages, so the fork copies few of them.
         gc.collect()
         gc.freeze()
+
+    @property
+    def dequeue_timeout(self) -> int:
+        """How long an idle worker waits for a job before its maintenance (RQ's: 405 s) runs."""
+        return min(super().dequeue_timeout, RECOVERY_EVERY)
 
     def run_maintenance_tasks(self) -> None:
         """RQ's registry cleaning, registering again if Redis forgot us, then our recovery pass."""

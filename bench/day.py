@@ -45,11 +45,11 @@ from rq.job import Job
 from rq.registry import ScheduledJobRegistry
 
 import config
-import jobs
 import models
 import reconcile
 import services
 from app import create_app
+from jobs.sweep import queue_sweep
 from services import QUEUES
 from strava_sim import Faults, StravaSim
 from strava_sim.scenario import (
@@ -93,7 +93,7 @@ class BurstWorker(SimpleWorker):
         pass
 
     def execute_job(self, job, queue):
-        self.ran[job.func_name.removeprefix("jobs.")] += 1
+        self.ran[job.func_name.rpartition(".")[2]] += 1
         if job.kwargs.get("not_found_retry"):
             self.ran["404 retries"] += 1  # a fetch again after Strava answered 404 to a create
         return super().execute_job(job, queue)
@@ -325,7 +325,7 @@ def simulate(world: World, changes: list[Change], tally: Tally, max_seconds: flo
             apply(world, change, tally)
             change = next(upcoming, None)
         if tally.sweep is None and at >= start + SWEEP_AT:
-            tally.sweep = jobs.queue_sweep(svc, "cron")
+            tally.sweep = queue_sweep(svc, "cron")
         deliver(world, tally)
         run_jobs(world, at)
         observe(world, tally, since, at)

@@ -3,7 +3,7 @@
 Both fork a work horse per job. The stock one's horse imports the job modules and builds the
 services (engine, Redis client, Strava client) for every job; ours builds them once in the parent
 before forking. Each worker runs as `rq worker --burst` over real Redis (database 11) and
-PostgreSQL (database `bench`) through a queue of cheap real jobs (`jobs.revoke_athlete` for an
+PostgreSQL (database `bench`) through a queue of cheap real jobs (`fetch.revoke_athlete` for an
 athlete we do not hold: load the services, one query, one empty transaction). The CPU of the worker
 and all its horses comes from wait4(); the marginal CPU per job is the difference between a run of
 --jobs and a run of a tenth as many, divided by the difference in jobs, so start-up cost drops out.
@@ -35,7 +35,7 @@ from _common import (
 from cryptography.fernet import Fernet
 from rq import Queue
 
-import jobs
+from jobs import fetch
 
 WORKERS = {"stock rq.Worker": "rq.Worker", "ours: worker.Worker": "worker.Worker"}
 TARGET_MS = 20  # per-job CPU overhead the issue asks for
@@ -63,7 +63,7 @@ def fill(queue: Queue, count: int) -> None:
     """Queue `count` cheap real jobs."""
     with queue.connection.pipeline() as pipe:
         for _ in range(count):
-            queue.enqueue(jobs.revoke_athlete, UNKNOWN_ATHLETE, pipeline=pipe)
+            queue.enqueue(fetch.revoke_athlete, UNKNOWN_ATHLETE, pipeline=pipe)
         pipe.execute()
 
 
@@ -100,7 +100,7 @@ def run(args) -> dict:
     heading("Per-job cost of the forking worker")
     print(f"  machine          {host}")
     print(
-        f"  jobs             {args.jobs} of jobs.revoke_athlete (marginal over {args.jobs // 10})"
+        f"  jobs             {args.jobs} of fetch.revoke_athlete (marginal over {args.jobs // 10})"
     )
     print(f"  {'':<24}{'CPU ms/job':>12}{'wall ms/job':>12}{'peak MiB':>10}")
     for name, r in results.items():

@@ -1,6 +1,6 @@
 """Planning the nightly sweep over 100,000 connections in PostgreSQL: time and queries.
 
-Measures `reconcile.plan_sweep` (which riders tonight's budget reaches) and `jobs.queue_sweep` in
+Measures `reconcile.plan_sweep` (which riders tonight's budget reaches) and `sweep.queue_sweep` in
 dry and real mode (plan, record the sync_run, enqueue one RQ job per planned rider), counting the
 SQL statements each sends (a `before_cursor_execute` listener) and its Redis round trips, over
 connections bulk-loaded with COPY into PostgreSQL (database `bench`; Redis database 11 holds the
@@ -37,10 +37,10 @@ from _common import (
 from cryptography.fernet import Fernet
 
 import config
-import jobs
 import models
 import reconcile
 from app import create_app
+from jobs import sweep
 
 NEVER_SWEPT, REVOKED = 0.05, 0.02  # shares of connections: new riders, revoked access
 
@@ -144,7 +144,7 @@ def measure(svc, repeat: int) -> dict:
     f["reference"] = timed(lambda: plan_in_sql(engine, len(planned)), engine, repeat)[0]
     for mode in ("dry", "real"):
         seconds, trips, summary = timed(
-            lambda mode=mode: jobs.queue_sweep(svc, "bench", dry_run=mode == "dry"), engine, 1
+            lambda mode=mode: sweep.queue_sweep(svc, "bench", dry_run=mode == "dry"), engine, 1
         )
         enqueued = svc.queue("reconcile").count
         svc.queue("reconcile").empty()  # the next mode starts from an empty queue

@@ -51,9 +51,9 @@ def run_work(env: dict) -> None:
 
 def queue_fetches(settings: dict, sim, count: int) -> None:
     """`count` activity fetches queued for riders of the simulator, as the webhook queues them."""
-    import jobs
     import models
     from app import create_app
+    from jobs import fetch
 
     app = create_app(settings)
     svc = app.extensions["strava_sync"]
@@ -63,10 +63,12 @@ def queue_fetches(settings: dict, sim, count: int) -> None:
         tokens = {k: svc.cipher.encrypt(granted[k]) for k in ("access_token", "refresh_token")}
         tokens["expires_at"] = granted["expires_at"]
         with svc.engine.begin() as conn:
-            rider = models.create_rider(conn, f"Rider{i}")
-            models.save_connection(conn, rider, athlete, tokens, "read,activity:read_all")
+            rider = models.create_rider(conn, f"Rider{i}", now=svc.now())
+            models.save_connection(
+                conn, rider, athlete, tokens, "read,activity:read_all", now=svc.now()
+            )
             models.update_connection(conn, rider, backfill_before=0)
-        jobs.queue_activity_sync(svc, athlete, sim.create_activity(athlete, event=False))
+        fetch.queue_activity_sync(svc, athlete, sim.create_activity(athlete, event=False))
     svc.close()
 
 

@@ -14,10 +14,9 @@ import click
 import redis
 from flask.cli import with_appcontext
 
-import jobs
 import models
 from cli.plain import WholeNumber
-from jobs import backfill
+from jobs import backfill, sweep
 from jobs.joblog import differences
 from jobs.status import run_summary, workers_listening
 from services import Services
@@ -198,7 +197,7 @@ def reconcile_command(dry_run, max_riders, rider_id, wait, timeout, as_json):
         _require_connected(svc, rider_id)
     try:
         listening = workers_listening(svc, "reconcile")  # asks Redis before anything is written
-        summary = jobs.queue_sweep(
+        summary = sweep.queue_sweep(
             svc, "command", dry_run=dry_run, max_riders=max_riders, rider_id=rider_id
         )
     except redis.RedisError as exc:

@@ -19,7 +19,6 @@ from rq.registry import ScheduledJobRegistry
 import services
 import worker
 from jobs import burst
-from jobs.recovery import RECOVERY_PREFIX
 from services import QUEUES, Services
 from web.extension import current_services
 
@@ -43,8 +42,8 @@ class BurstWorker(worker.Worker):
         return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
 
     def execute_job(self, job, queue) -> None:
-        """Run the job in a work horse, counting it (the recovery pass's own job aside)."""
-        self.jobs_run += not job.id.startswith(RECOVERY_PREFIX)
+        """Run the job in a work horse, counting it."""
+        self.jobs_run += 1
         super().execute_job(job, queue)
 
 
@@ -58,7 +57,7 @@ def run(svc: Services, max_seconds: float | None) -> dict:
         moved = 0
         while True:
             promoted = burst.promote_due(svc, svc.clock())
-            moved += sum(not i.startswith(RECOVERY_PREFIX) for i in promoted)
+            moved += len(promoted)
             worked = rq_worker.work(burst=True)
             if rq_worker.past_deadline() or not (promoted or worked):
                 break
@@ -75,12 +74,8 @@ def run(svc: Services, max_seconds: float | None) -> dict:
 
 
 def _scheduled(svc: Services) -> int:
-    """Jobs waiting for their time, the recovery pass's own recurring job left out."""
-    total = 0
-    for name in QUEUES:
-        ids = ScheduledJobRegistry(queue=svc.queue(name)).get_job_ids(cleanup=False)
-        total += sum(not i.startswith(RECOVERY_PREFIX) for i in ids)
-    return total
+    """Jobs waiting for their time."""
+    return sum(ScheduledJobRegistry(queue=svc.queue(name)).count for name in QUEUES)
 
 
 def describe(summary: dict) -> str:

@@ -10,9 +10,9 @@ from html import escape
 
 import requests
 
-import jobs
 import models
 from demo.system import Demo, DemoError, plural, say, scheduled_ids, wait_idle
+from jobs.sweep import queue_sweep
 from strava_sim.scenario import (
     FULL_SCOPE,
     HOUR,
@@ -131,7 +131,7 @@ def simulate(demo: Demo, cast: list[DemoRider], rng: random.Random, days: int) -
 def sweep(demo: Demo, riders: int):
     """Run the nightly sweep and wait for its sync_run to finish; returns the run row."""
     say("Running the nightly sweep...")
-    run_id = jobs.queue_sweep(demo.svc, "demo")["run_id"]
+    run_id = queue_sweep(demo.svc, "demo")["run_id"]
     deadline = time.monotonic() + 60 + riders
     while time.monotonic() < deadline:
         with demo.svc.engine.connect() as conn:

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import redis
 
-import jobs
 import models
 import reconcile
 import services
 from jobs import failures
 from jobs.joblog import logged
+from jobs.queueing import queue_rider_job, reschedule_at
 from services import Services
 from strava_client.ratebudget import NoPermit
 
@@ -28,7 +28,7 @@ def queue_backfill(
         run_id = models.create_run(conn, "backfill", trigger, now=svc.now())
         models.update_run(conn, run_id, riders_planned=1)
     try:
-        jobs.queue_rider_job(svc, backfill_rider, rider_id, run_id, days)
+        queue_rider_job(svc, backfill_rider, rider_id, run_id, days)
     except redis.RedisError as exc:
         failures.run_failed(
             svc, run_id, f"could not queue the backfill: Redis {type(exc).__name__}"
@@ -49,8 +49,8 @@ def backfill_rider(rider_id: int, run_id: int, days: int | None = None) -> str:
         except NoPermit as exc:
             with svc.engine.begin() as conn:
                 models.add_to_run(conn, run_id, riders_rescheduled=1, now=svc.now())
-            at = jobs.reschedule_at(exc.retry_at)
-            jobs.queue_rider_job(svc, backfill_rider, rider_id, run_id, days, at=at)
+            at = reschedule_at(exc.retry_at)
+            queue_rider_job(svc, backfill_rider, rider_id, run_id, days, at=at)
             return f"waiting for rate budget until {at.isoformat()}"
         with svc.engine.begin() as conn:
             models.add_to_run(conn, run_id, **repair.counts(), now=svc.now())

@@ -11,10 +11,10 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 
-import jobs
 import models
 import reconcile
 import services
+from jobs.queueing import enqueue
 from services import Services
 from strava_client import Unauthorized
 from strava_client.ratebudget import NoPermit
@@ -33,14 +33,14 @@ def catch_up_athlete(athlete_id: int) -> str:
     svc = services.current()
     at = allowance.catch_up_time(svc, athlete_id)
     if at is not None:  # run early (a restarted scheduler): keep to one list an interval
-        jobs.enqueue(svc, catch_up_athlete, athlete_id, at=at)
+        enqueue(svc, catch_up_athlete, athlete_id, at=at)
         return f"too early: moved to {at.isoformat()}"
     waiting = allowance.start_catch_up(svc, athlete_id)
     try:
         compared = _store_listed(svc, athlete_id)
     except NoPermit as exc:
         if allowance.put_back(svc, athlete_id, waiting):
-            jobs.enqueue(svc, catch_up_athlete, athlete_id, at=_utc(exc.retry_at + 1))
+            enqueue(svc, catch_up_athlete, athlete_id, at=_utc(exc.retry_at + 1))
         return "waiting for rate budget"
     except Unauthorized as exc:
         _close(svc, athlete_id, waiting, "failed", str(exc))

@@ -1,7 +1,8 @@
 """What a job's failure leaves behind: the events it carried and the run it reported to.
 
-RQ calls `mark_failed` when a job raises; `rider_done` and `run_failed` close a rider's part of a
-sweep, backfill or history check. Callbacks read what they need from `job.meta` (see jobs.enqueue).
+RQ calls `mark_failed` when a job raises (after its last retry, it closes what the job carried);
+`rider_done` and `run_failed` close a rider's part of a sweep, backfill or history check. The
+callback reads what it needs from `job.meta` (see `queueing.enqueue`).
 """
 
 from __future__ import annotations

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-import jobs
 import models
 import reconcile
 import services
 from jobs import failures
+from jobs.queueing import queue_rider_job, reschedule_at
 from services import Services
 from strava_client.ratebudget import NoPermit
 
@@ -65,14 +65,7 @@ def queue_checks(svc: Services) -> dict:
         models.update_run(conn, run_id, riders_planned=len(planned))
         models.finish_run_if_complete(conn, run_id, now=svc.now())
     for rider_id in planned:
-        jobs.enqueue(
-            svc,
-            verify_history,
-            rider_id,
-            run_id,
-            queue="reconcile",
-            meta={"run_id": run_id, "rider_id": rider_id},
-        )
+        queue_rider_job(svc, verify_history, rider_id, run_id)
     return {"run_id": run_id, "planned": len(planned)}
 
 
@@ -120,17 +113,8 @@ def verify_history(rider_id: int, run_id: int, before: int | None = None) -> str
         try:
             cursor, repair = verify_page(svc, rider_id, cursor)
         except NoPermit as exc:
-            at = jobs.reschedule_at(exc.retry_at)
-            jobs.enqueue(
-                svc,
-                verify_history,
-                rider_id,
-                run_id,
-                cursor,
-                queue="reconcile",
-                at=at,
-                meta={"run_id": run_id, "rider_id": rider_id},
-            )
+            at = reschedule_at(exc.retry_at)
+            queue_rider_job(svc, verify_history, rider_id, run_id, cursor, at=at)
             return f"waiting for rate budget until {at.isoformat()}"
         with svc.engine.begin() as conn:
             models.add_to_run(conn, run_id, **repair.counts(), now=svc.now())

@@ -1,7 +1,8 @@
 """Inline mode's worker: queued jobs run in a background thread of this process.
 
 With no REDIS_URL the whole system runs in one process (development, the demo, a newcomer's first
-run): Redis is an in-process stand-in and this thread plays the part of `rq worker`.
+run): Redis is an in-process stand-in and this thread plays the part of `worker.Worker`, recovery
+pass included. The app makes the runner; the first job queued starts its thread.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from rq.registry import StartedJobRegistry
 from rq.timeouts import TimerDeathPenalty
 
 import services
+from jobs import recovery
+from jobs.aliases import AliasJob
 from services import QUEUES, Services
 
 _start_lock = threading.Lock()
@@ -23,6 +26,7 @@ class InlineWorker(SimpleWorker):
     """An RQ worker that runs in a thread: no signal handlers, timeouts by timer."""
 
     death_penalty_class = TimerDeathPenalty
+    job_class = AliasJob
 
     def _install_signal_handlers(self):
         pass  # signals can only be handled on the main thread; inline mode has no shutdown dance
@@ -41,24 +45,29 @@ class InlineRunner:
         self._thread = threading.Thread(target=self._run, name="inline-worker", daemon=True)
 
     def start(self) -> InlineRunner:
-        """Start the thread."""
-        self._thread.start()
+        """Start the thread, unless it runs already."""
+        with _start_lock:
+            if self._thread.ident is None and not self._stop.is_set():
+                self._thread.start()
         return self
 
     def wake(self) -> None:
-        """Run a pass now rather than at the next tick."""
+        """Start the thread if need be, and run a pass now rather than at the next tick."""
+        self.start()
         self._wake.set()
 
     def stop(self) -> None:
         """Finish the current pass and stop."""
         self._stop.set()
         self._wake.set()
-        self._thread.join()
+        if self._thread.ident is not None:
+            self._thread.join()
 
     def _run(self) -> None:
         worker = InlineWorker([self.svc.queue(n) for n in QUEUES], connection=self.svc.redis)
         while not self._stop.is_set():
             with services.bind(self.svc):
+                recovery.run_if_due(self.svc)
                 worker.work(burst=True, with_scheduler=True, logging_level="WARNING")
             self.passes += 1
             self._wake.wait(timeout=0.5)  # scheduled jobs (retries, budget waits) come due
@@ -86,16 +95,8 @@ class InlineRunner:
 
 
 def start(svc: Services) -> InlineRunner:
-    """Start the in-process worker for these services once (inline mode, the demo)."""
+    """Start the in-process worker for these services, made here unless the app made it."""
     with _start_lock:
         if svc.runner is None:
-            svc.runner = InlineRunner(svc).start()
-    return svc.runner
-
-
-def jobs_queued(svc: Services) -> None:
-    """In inline mode, make sure the in-process worker runs what was just queued."""
-    if svc.inline and svc.settings.inline_worker:
-        start(svc)
-    if svc.runner is not None:
-        svc.runner.wake()
+            svc.runner = InlineRunner(svc)
+    return svc.runner.start()

@@ -2,49 +2,38 @@
 
 Redis can restart empty and workers can die, so the durable state in the database is checked
 against what Redis still holds: events `pending` or `queued` whose job is gone are queued again (the
-per-object claims make that harmless when the job does exist), and runs with no job left and no
-progress are closed `abandoned`. Riders whose grant was lost are purged after the grace period,
-and old events are pruned. Every step works in small batches and is safe to run twice.
+claims make that harmless when the job does exist), and runs with no job left and no progress are
+closed `abandoned`. Riders whose grant was lost are purged after the grace period, and old events
+are pruned. Every step works in small batches and is safe to run twice.
 
-Who runs it: every sweep (before planning, so a run whose jobs vanished cannot block the next
-sweep), and workers, two ways. A scheduled job (`jobs.recover`) runs it every `EVERY` seconds and
-schedules its successor, so idle workers keep it going; and the first fetch job after `EVERY`
-seconds runs it and restarts that chain, which a Redis that restarted empty has lost (with the key
-saying the pass ran). `requeue` is `jobs.queue_stored_event`, passed in: jobs builds on this module.
+Who runs it, and why each: every sweep, before planning (a run whose jobs vanished must not block
+the next sweep); and whatever works the queues, between jobs, at most once every EVERY seconds
+across processes (`run_if_due`): `worker.Worker`'s maintenance (it wakes every EVERY seconds when
+idle) and, in inline mode, the in-process runner. Both run outside Redis, so a Redis that
+restarted empty cannot stop them. A self-rescheduling job and a pass on every fetch once did the
+same from inside Redis; the first vanished with a Redis restart (so the second had to restart it),
+and both are gone.
 """
 
 from __future__ import annotations
 
 import logging
-import uuid
-from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import redis
-from rq import Queue, Retry
+from rq import Queue
 from rq.job import Job
 from rq.registry import ScheduledJobRegistry, StartedJobRegistry
 from sqlalchemy.exc import SQLAlchemyError
 
 import models
-from jobs import claims
+from jobs import fetch, rqstore
+from jobs.queueing import RIDER_TIMEOUT
 
 log = logging.getLogger(__name__)
 
 EVERY = 30  # seconds between passes started by workers (a pass is a few small queries)
 RAN_KEY = "strava-sync:recovery-ran"
-CHAIN_FLAG = "strava-sync:waiting:recovery"
-RECOVERY_PREFIX = "recovery-"  # the recurring job's id starts so: status and `work` leave it out
-CHAIN_RETRIES = 2880  # a day of retries, EVERY seconds apart
-# A queued event's job is in Redis before the row says queued; this covers a claim whose job
-# another process is enqueueing right now (claims.CLAIM_GRACE_MS) and a webhook still queueing.
-ORPHAN_AFTER = timedelta(seconds=15)
-STALE_AFTER = timedelta(days=3)  # longer than any fetch may wait for budget (claims.WAITING_TTL)
-# A rider job runs at most 600 s (jobs.RIDER_TIMEOUT); RQ retries a killed one within minutes.
-ABANDON_AFTER = timedelta(seconds=600 + 900)
-BATCH = 200  # rows each step handles per pass
-PRUNE_BATCHES = 5  # prune batches per pass, each its own short transaction
-LIVE = (b"queued", b"scheduled", b"started", b"deferred")
 # Whether a pass is due, by the services' clock (a driven clock drives the passes too): the time
 # of the last pass is kept in RAN_KEY, and only one process at a time may claim the next one.
 _CLAIM_RECOVERY = """
@@ -54,45 +43,39 @@ if last and now >= last and now - last < tonumber(ARGV[2]) then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', 86400)
 return 1
 """
+# A queued event's job is in Redis before the row says queued; this covers a claim whose job
+# another process is enqueueing right now (claims.CLAIM_GRACE_MS) and a webhook still queueing.
+ORPHAN_AFTER = timedelta(seconds=15)
+STALE_AFTER = timedelta(days=3)  # longer than any fetch may wait for budget (claims.CLAIM_TTL)
+# A rider job runs at most RIDER_TIMEOUT; RQ retries a killed one within minutes.
+ABANDON_AFTER = timedelta(seconds=RIDER_TIMEOUT + 900)
+BATCH = 200  # rows each step handles per pass
+PRUNE_BATCHES = 5  # prune batches per pass, each its own short transaction
 
 
-def run_if_due(svc, requeue: Callable) -> dict | None:
-    """Run the pass if no process ran it in the last EVERY seconds, and keep the chain going.
+def run_if_due(svc) -> dict | None:
+    """Run the pass unless a process ran it in the last EVERY seconds; None when not run.
 
-    Catches Redis and database errors (and logs them): the job it piggybacks on must not fail.
+    Catches Redis and database errors (and logs them): the worker that runs it must go on.
     """
     try:
         claim = svc.redis.register_script(_CLAIM_RECOVERY)
         if not claim(keys=[RAN_KEY], args=[repr(svc.clock()), EVERY]):
             return None
-        schedule_next(svc)
-        return run_pass(svc, requeue)
+        return run_pass(svc)
     except (redis.RedisError, SQLAlchemyError) as exc:
         log.warning("the recovery pass stopped early (%s); the next one carries on", exc)
         return None
 
 
-def schedule_next(svc) -> None:
-    """Schedule the next `jobs.recover` in EVERY seconds, unless one is already scheduled."""
-    job_id = f"{RECOVERY_PREFIX}{uuid.uuid4().hex[:12]}"
-    if claims.claim(svc.redis, CHAIN_FLAG, job_id):
-        return
-    at = datetime.fromtimestamp(svc.clock() + EVERY, UTC)
-    # Named, not imported: jobs imports this module (see the module docstring).
-    # Retried, not dropped, when Redis fails under it: a broken chain would stop the passes.
-    retry = Retry(max=CHAIN_RETRIES, interval=EVERY)
-    options = {"job_id": job_id, "result_ttl": EVERY, "failure_ttl": 86400, "retry": retry}
-    Queue("reconcile", connection=svc.redis).enqueue_at(at, "jobs.recover", **options)
-
-
-def run_pass(svc, requeue: Callable, now: datetime | None = None) -> dict:
+def run_pass(svc, now: datetime | None = None) -> dict:
     """One recovery pass; returns what each step did."""
     now = now or svc.now()
     with svc.engine.begin() as conn:
         failed = models.fail_stale_events(conn, now - STALE_AFTER, now=now)
     outcome = {
         "stale_failed": failed,
-        "requeued": requeue_orphans(svc, requeue, now),
+        "requeued": requeue_orphans(svc, now),
         "abandoned": close_abandoned_runs(svc, now),
         "purged": purge_overdue_reconnects(svc, now),
         "pruned": prune_events(svc, now),
@@ -102,23 +85,16 @@ def run_pass(svc, requeue: Callable, now: datetime | None = None) -> dict:
     return outcome
 
 
-def job_alive(svc, job_id: str | None) -> bool:
-    """Whether Redis still holds the job as waiting or running."""
-    if not job_id:
-        return False
-    return svc.redis.hget(Job.redis_job_namespace_prefix + job_id, "status") in LIVE
-
-
-def requeue_orphans(svc, requeue: Callable, now: datetime) -> int:
+def requeue_orphans(svc, now: datetime) -> int:
     """Queue again the events whose job no longer exists (or never did); returns how many."""
     with svc.engine.connect() as conn:
         rows = models.queued_events(conn, now - ORPHAN_AFTER, BATCH)
         rows += [
             r for r in models.pending_events(conn, BATCH) if r.received_at < now - ORPHAN_AFTER
         ]
-    orphans = [r for r in rows if not job_alive(svc, r.job_id)]
+    orphans = [r for r in rows if not rqstore.job_alive(svc.redis, r.job_id)]
     for row in orphans:
-        requeue(svc, row.id, dict(row._mapping))
+        fetch.queue_stored_event(svc, row.id, dict(row._mapping))
     return len(orphans)
 
 

@@ -155,6 +155,21 @@ def open_events(conn: Connection, object_type: str, object_id: int):
     return conn.execute(query).all()
 
 
+def open_events_by_owner(conn: Connection, object_type: str, owner_id: int):
+    """Events of one type sent for one owner still waiting for their work, oldest first."""
+    table = webhook_event
+    query = (
+        sa.select(table)
+        .where(
+            table.c.object_type == object_type,
+            table.c.owner_id == owner_id,
+            table.c.status.in_(("pending", "queued")),
+        )
+        .order_by(table.c.event_time, table.c.id)
+    )
+    return conn.execute(query).all()
+
+
 def count_attempt(conn: Connection, event_ids: Iterable[int]) -> None:
     """Count one more processing attempt on each event."""
     ids = list(event_ids)

@@ -20,7 +20,7 @@ PLANNING_LOCK = "strava-sync:sweep-planning"
 PLANNING_TTL = 120  # seconds: planning takes well under this; a crashed planner's lock lapses
 
 
-def guarded(dry_run: bool, max_riders: int | None, rider_id: int | None) -> bool:
+def is_full_sweep(dry_run: bool, max_riders: int | None, rider_id: int | None) -> bool:
     """Whether a sweep request counts as a full sweep (dry runs and one-rider checks never do)."""
     return not dry_run and rider_id is None and max_riders != 0
 

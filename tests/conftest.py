@@ -37,7 +37,6 @@ PYTHONPATH = os.pathsep.join(
 )
 REAL_DATABASE = os.environ.get("TEST_DATABASE_URL")
 VERIFY_TOKEN = "test-verify-token"
-RECOVERY = "recovery-"  # the recovery pass's own recurring job: never promoted by these helpers
 CRON_SECRET = "test-cron-secret"
 ENV_NAMES = config.ENV_NAMES  # every variable the app reads, from config.Settings
 
@@ -183,8 +182,6 @@ def promote_scheduled(app) -> list[Job]:
         queue = Queue(name, connection=svc.redis)
         registry = ScheduledJobRegistry(queue=queue)
         for job_id in registry.get_job_ids():
-            if job_id.startswith(RECOVERY):
-                continue
             job = Job.fetch(job_id, connection=svc.redis)
             registry.remove(job)
             queue.enqueue_job(job)
@@ -198,8 +195,7 @@ def scheduled_jobs(app) -> list[Job]:
     jobs = []
     for name in QUEUES:
         registry = ScheduledJobRegistry(queue=Queue(name, connection=svc.redis))
-        ids = [i for i in registry.get_job_ids() if not i.startswith(RECOVERY)]
-        jobs += [Job.fetch(i, connection=svc.redis) for i in ids]
+        jobs += [Job.fetch(i, connection=svc.redis) for i in registry.get_job_ids()]
     return jobs
 
 

@@ -380,8 +380,7 @@ class Stack:
 
     def job_counts(self) -> dict[str, int]:
         """Jobs waiting, running, scheduled and failed over both queues (no registry cleanup:
-        that would run RQ's failure callbacks in this process). The recovery pass's recurring
-        job is always scheduled: it is left out."""
+        that would run RQ's failure callbacks in this process)."""
         counts = Counter()
         for queue in self.queues():
             counts["queued"] += queue.count
@@ -391,7 +390,7 @@ class Stack:
                 ("failed", FailedJobRegistry),
             ):
                 ids = registry(queue=queue).get_job_ids(cleanup=False)
-                counts[name] += sum(not i.startswith("recovery-") for i in ids)
+                counts[name] += len(ids)
         return dict(counts)
 
     def scheduled_job_ids(self, queue: str = "strava") -> list[str]:

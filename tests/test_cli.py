@@ -227,9 +227,9 @@ def test_status_names_failed_jobs(app, client, runner, sim, as_json):
     output = runner.invoke(args=["strava", "status"] + (["--json"] if as_json else [])).output
     if as_json:
         [failure] = json.loads(output)["queues"]["strava"]["latest_failures"]
-        assert failure["func"] == "jobs.sync_activity" and "500" in failure["reason"]
+        assert failure["func"] == "jobs.fetch.sync_activity" and "500" in failure["reason"]
     else:
-        assert "1 failed" in output and "failed jobs.sync_activity" in output
+        assert "1 failed" in output and "failed jobs.fetch.sync_activity" in output
 
 
 def test_status_names_an_inactive_application(app, client, runner, sim):

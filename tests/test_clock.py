@@ -10,9 +10,8 @@ from clocks import NOON
 from conftest import CRON_SECRET, connect_rider, event, make_app, run_jobs
 from test_perf import backfilled
 
-import jobs
 import models
-from jobs import history, recovery
+from jobs import history, recovery, sweep
 from strava_sim import SimClock
 
 AUTH = {"Authorization": f"Bearer {CRON_SECRET}"}
@@ -37,10 +36,10 @@ def driven(database_url, sim, clock):
 
 def test_the_recovery_pass_is_due_by_the_driven_clock(driven, clock):
     _, svc = driven
-    assert recovery.run_if_due(svc, jobs.queue_stored_event) is not None
-    assert recovery.run_if_due(svc, jobs.queue_stored_event) is None  # no driven time passed
+    assert recovery.run_if_due(svc) is not None
+    assert recovery.run_if_due(svc) is None  # no driven time passed
     clock.advance(recovery.EVERY + 1)  # no wall time passes
-    assert recovery.run_if_due(svc, jobs.queue_stored_event) is not None
+    assert recovery.run_if_due(svc) is not None
 
 
 def test_the_recovery_pass_ages_events_by_the_driven_clock(driven, clock, sim):
@@ -50,7 +49,7 @@ def test_the_recovery_pass_ages_events_by_the_driven_clock(driven, clock, sim):
     with svc.engine.begin() as conn:  # stored and queued, its job since lost
         models.store_event(conn, {k: body[k] for k in STORED}, None, now=svc.now())
     clock.advance(recovery.STALE_AFTER.total_seconds() + HOUR)  # no wall time passes
-    assert recovery.run_pass(svc, jobs.queue_stored_event)["stale_failed"] == 1
+    assert recovery.run_pass(svc)["stale_failed"] == 1
     with svc.engine.connect() as conn:
         row = conn.execute(sa.select(models.webhook_event)).one()
     assert (row.status, row.processed_at) == ("failed", svc.now())
@@ -74,10 +73,10 @@ def test_history_planning_follows_the_driven_clock(driven, clock, sim):
     backfilled(app, sim)
     clock.advance(40 * 24 * HOUR)  # the history is due again (VERIFY_HISTORY_DAYS is 30)
     assert history.queue_checks(svc)["reason"] == "today's sweep has not started"
-    jobs.queue_sweep(svc, "cron")
+    sweep.queue_sweep(svc, "cron")
     assert history.queue_checks(svc)["planned"] == 1
     assert history.queue_checks(svc)["reason"] == "already planned today"
     clock.advance(24 * HOUR)  # the next driven day plans again, after its sweep
     run_jobs(app)
-    jobs.queue_sweep(svc, "command")
+    sweep.queue_sweep(svc, "command")
     assert "planned" in history.queue_checks(svc)

@@ -26,7 +26,7 @@ from e2e_support import Stack, StallFirstFetch, wait_until
 from rq.job import Job
 from rq.registry import ScheduledJobRegistry
 
-import jobs
+from jobs import fetch
 from strava_client.ratebudget import RateBudget, window_bounds
 from strava_sim import Faults
 
@@ -178,7 +178,7 @@ def test_low_read_limit_is_shared_by_all_workers(start_stack):
     registry = ScheduledJobRegistry("strava", connection=stack.redis)
     for job_id in registry.get_job_ids(cleanup=False):
         job = Job.fetch(job_id, connection=stack.redis)
-        assert (job.func_name, job.get_status()) == ("jobs.sync_activity", "scheduled")
+        assert (job.func_name, job.get_status()) == ("jobs.fetch.sync_activity", "scheduled")
         assert reset <= registry.get_scheduled_time(job).timestamp() <= reset + 31
     budget = RateBudget(stack.redis).snapshot()
     assert budget["read"]["limit_15min"] == 30  # learned from X-ReadRateLimit-Limit
@@ -223,7 +223,7 @@ def test_sigkill_mid_job_loses_nothing(start_stack):
     # The killed job still holds the activity's fetch lock (it lapses FETCH_LOCK_TTL after it was
     # taken): until then a retry only hands the fetch on. Let it lapse now instead of waiting.
     lock = f"strava-sync:activity-lock:{victim}"
-    assert 0 < stack.redis.ttl(lock) <= jobs.FETCH_LOCK_TTL
+    assert 0 < stack.redis.ttl(lock) <= fetch.FETCH_LOCK_TTL
     stack.redis.delete(lock)
 
     # RQ's retry comes due 30 s after the kill; the scheduler enqueues it and it completes.

@@ -6,9 +6,9 @@ import sqlalchemy as sa
 from conftest import connect_rider, event, promote_scheduled, run_jobs, scheduled_jobs
 from rq import SimpleWorker
 
-import jobs
 import models
 import services
+from jobs import fetch
 from services import QUEUES
 from strava_client.tokens import access_token
 
@@ -119,7 +119,7 @@ def test_a_second_job_for_a_locked_activity_waits_for_the_first(app, client, svc
     run_jobs(app)
     assert sim.requests_by_activity[activity] == 0
     [waiting] = scheduled_jobs(app)
-    assert waiting.func_name == "jobs.sync_activity"
+    assert waiting.func_name == "jobs.fetch.sync_activity"
     lock.release()
     run_jobs(app, due_too=True)
     assert sim.requests_by_activity[activity] == 1
@@ -222,7 +222,7 @@ def test_retries_are_scheduled_about_1_5_and_15_minutes_later(app, client, svc, 
         promote_scheduled(app)
         run_jobs(app)
     # RQ keeps whole seconds, so each wait lands within a second of the plan.
-    assert all(abs(w - d) <= 1 for w, d in zip(waits, jobs.NOT_FOUND_RETRIES, strict=True))
+    assert all(abs(w - d) <= 1 for w, d in zip(waits, fetch.NOT_FOUND_RETRIES, strict=True))
 
 
 def test_genuine_revocation_removes_the_riders_strava_data(app, client, svc, sim):
@@ -305,8 +305,8 @@ def test_a_job_run_twice_leaves_one_row(app, client, svc, sim):
     rider, athlete = connect_rider(app, sim)
     activity = sim.create_activity(athlete)
     with services.bind(svc):
-        jobs.sync_activity(athlete, activity)
-        jobs.sync_activity(athlete, activity)
+        fetch.sync_activity(athlete, activity)
+        fetch.sync_activity(athlete, activity)
     with svc.engine.connect() as conn:
         assert [r.id for r in models.rider_activities(conn, rider)] == [activity]
 

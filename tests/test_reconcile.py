@@ -15,9 +15,9 @@ from conftest import (
     scheduled_jobs,
 )
 
-import jobs
 import models
 from jobs import backfill
+from jobs.sweep import queue_sweep
 from reconcile import lookback_start, stagger
 from strava_client.ratebudget import NoPermit
 from strava_sim import SimClock, StravaSim
@@ -34,7 +34,7 @@ def held(svc, rider_id):
 def sweep(app, **options):
     svc = app.extensions["strava_sync"]
     with app.app_context():
-        summary = jobs.queue_sweep(svc, "test", **options)
+        summary = queue_sweep(svc, "test", **options)
     run_jobs(app)
     with svc.engine.connect() as conn:
         return summary, models.get_run(conn, summary["run_id"])
@@ -181,14 +181,14 @@ def test_rider_jobs_that_find_no_permit_wait_for_the_next_window(database_url):
         svc = app.extensions["strava_sync"]
         rider, _ = connect_rider(app, sim)
         with app.app_context():
-            run_id = jobs.queue_sweep(svc, "test")["run_id"]
+            run_id = queue_sweep(svc, "test")["run_id"]
         # Real-time fetches spend the window between planning and the job's run.
         with pytest.raises(NoPermit):
             for _ in range(1000):
                 svc.budget.take_permit("realtime")
         run_jobs(app)
         [waiting] = scheduled_jobs(app)
-        assert waiting.func_name == "jobs.reconcile_rider" and waiting.args[0] == rider
+        assert waiting.func_name == "jobs.sweep.reconcile_rider" and waiting.args[0] == rider
         with svc.engine.connect() as conn:
             run = models.get_run(conn, run_id)
         assert (run.status, run.riders_rescheduled) == ("running", 1)

@@ -6,12 +6,9 @@ import pytest
 import redis
 import sqlalchemy as sa
 from conftest import configure, connect_rider, event, run_jobs, stop_redis_client
-from rq.job import Job
-from rq.registry import ScheduledJobRegistry
 
-import jobs
 import models
-from jobs import backfill, recovery
+from jobs import backfill, recovery, sweep
 
 LATER = timedelta(minutes=5)  # past ORPHAN_AFTER: an event this old is not being enqueued now
 
@@ -29,7 +26,7 @@ def event_rows(svc):
 
 
 def run_pass(svc, now=None):
-    return recovery.run_pass(svc, jobs.queue_stored_event, now=now or svc.now() + LATER)
+    return recovery.run_pass(svc, now=now or svc.now() + LATER)
 
 
 def test_events_whose_jobs_vanished_are_queued_again(app, client, svc, sim):
@@ -57,16 +54,16 @@ def test_events_whose_jobs_still_wait_are_left_alone(app, client, svc, sim):
 def test_worker_runs_the_pass_once_per_interval(app, client, svc, sim):
     _, athlete = connect_rider(app, sim)
     post(client, event(athlete, sim.create_activity(athlete)))
-    assert recovery.run_if_due(svc, jobs.queue_stored_event) is not None
-    assert recovery.run_if_due(svc, jobs.queue_stored_event) is None
+    assert recovery.run_if_due(svc) is not None
+    assert recovery.run_if_due(svc) is None
     svc.redis.delete(recovery.RAN_KEY)  # as after a Redis restart
-    assert recovery.run_if_due(svc, jobs.queue_stored_event) is not None
+    assert recovery.run_if_due(svc) is not None
 
 
 def test_run_whose_jobs_vanished_is_closed_abandoned(app, client, svc, sim):
     for i in range(2):
         connect_rider(app, sim, name=("R", str(i)))
-    run_id = jobs.queue_sweep(svc, "cron")["run_id"]
+    run_id = sweep.queue_sweep(svc, "cron")["run_id"]
     assert run_pass(svc, svc.now() + timedelta(hours=2))["abandoned"] == 0  # jobs wait
     svc.redis.flushdb()
     assert run_pass(svc, svc.now() + timedelta(minutes=10))["abandoned"] == 0  # too soon
@@ -78,7 +75,7 @@ def test_run_whose_jobs_vanished_is_closed_abandoned(app, client, svc, sim):
 
 def test_rider_reports_stamp_progress(app, svc, sim):
     connect_rider(app, sim)
-    run_id = jobs.queue_sweep(svc, "cron")["run_id"]
+    run_id = sweep.queue_sweep(svc, "cron")["run_id"]
     run_jobs(app)
     with svc.engine.connect() as conn:
         assert models.get_run(conn, run_id).progress_at is not None
@@ -137,17 +134,3 @@ def test_old_events_are_pruned_failed_ones_kept_longer(app, client, svc, sim, mo
     monkeypatch.setattr(recovery, "BATCH", 1)  # small batches still get through them all
     assert run_pass(svc, now)["pruned"] == 3
     assert [r.id for r in event_rows(svc)] == [ids[1], ids[2], ids[5]]
-
-
-def test_recovery_keeps_one_recurring_job_scheduled(app, svc):
-    recovery.schedule_next(svc)
-    recovery.schedule_next(svc)
-    registry = ScheduledJobRegistry(queue=svc.queue("reconcile"))
-    (job_id,) = registry.get_job_ids()
-    job = Job.fetch(job_id, connection=svc.redis)
-    assert job.func_name == "jobs.recover" and job.retries_left == recovery.CHAIN_RETRIES
-    registry.remove(job)
-    svc.queue("reconcile").enqueue_job(job)  # its time has come
-    run_jobs(app)
-    (successor,) = registry.get_job_ids()
-    assert successor != job_id

@@ -5,8 +5,8 @@ from datetime import timedelta
 
 from conftest import CRON_SECRET, connect_rider, run_jobs
 
-import jobs
 import models
+from jobs import sweep
 
 AUTH = {"Authorization": f"Bearer {CRON_SECRET}"}
 LIST = "GET /athlete/activities"
@@ -59,11 +59,11 @@ def test_dry_runs_single_riders_and_people_are_not_held_to_the_interval(app, cli
     rider, _ = connect_rider(app, sim)
     cron(client)
     assert cron(client, dry_run=True)["planned"] == 1  # a dry run is never refused
-    assert jobs.queue_sweep(svc, "command", rider_id=rider)["planned"] == 1
-    assert jobs.queue_sweep(svc, "command")["already_running"] is True
+    assert sweep.queue_sweep(svc, "command", rider_id=rider)["planned"] == 1
+    assert sweep.queue_sweep(svc, "command")["already_running"] is True
     run_jobs(app)
     assert cron(client)["too_soon"] is True
-    assert jobs.queue_sweep(svc, "command")["planned"] == 1  # a person means it
+    assert sweep.queue_sweep(svc, "command")["planned"] == 1  # a person means it
 
 
 def test_a_stuck_sweep_does_not_block_the_next_for_good(app, client, svc, sim):

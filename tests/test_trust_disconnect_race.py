@@ -15,10 +15,9 @@ import sqlalchemy as sa
 from conftest import REAL_DATABASE, connect_rider, event, make_app
 from e2e_support import wait_until
 
-import jobs
 import models
 import services
-from jobs import backfill, catchup, history
+from jobs import backfill, catchup, fetch, history, sweep
 from strava_client import parse_activity
 from strava_sim import StravaSim
 from sync import disconnect
@@ -94,7 +93,7 @@ def run_error(svc, run_id):
 
 def _sweep(svc, rider, athlete):
     run_id = new_run(svc, "reconcile")
-    assert jobs.reconcile_rider(rider, run_id)["activities_created"] == 0
+    assert sweep.reconcile_rider(rider, run_id)["activities_created"] == 0
     return run_id
 
 
@@ -171,7 +170,7 @@ def test_disconnect_while_single_fetch_is_in_flight_writes_nothing(database_url,
     assert answer.get_json()["status"] == "queued"
     disconnect_during(hook, "_detail_view", svc, rider)
     with services.bind(svc):
-        assert jobs.sync_activity(athlete, rides[0]) == "ignored: athlete not connected"
+        assert fetch.sync_activity(athlete, rides[0]) == "ignored: athlete not connected"
     assert hook.results == [disconnect.Disconnected(deleted=0, revoked=True)]
     assert sim.requests[DETAIL] == 1
     assert_nothing_held(svc, rider)

@@ -13,6 +13,7 @@ from e2e_support import BIN
 import models
 import services
 import worker
+from jobs import recovery
 
 WEBHOOK = "/api/strava/webhook"
 
@@ -36,6 +37,8 @@ def test_maintenance_queues_events_stored_while_redis_was_down(app, client, svc,
     with services.bind(svc):
         rq_worker = worker.Worker([svc.queue("strava")], connection=svc.redis)
     assert rq_worker.services is svc and rq_worker.maintenance_interval == worker.RECOVERY_EVERY
+    # Idle, it stops waiting for a job that often too: the pass needs no job to trigger it.
+    assert rq_worker.dequeue_timeout == worker.RECOVERY_EVERY == recovery.EVERY
 
     rq_worker.run_maintenance_tasks()
 

@@ -6,7 +6,7 @@ import hmac
 
 from flask import Blueprint, jsonify, request
 
-import jobs
+from jobs import sweep
 from jobs.status import collect_status
 from web.extension import current_services
 
@@ -54,5 +54,5 @@ def start_reconcile():
         isinstance(max_riders, bool) or not isinstance(max_riders, int) or max_riders < 0
     ):
         return jsonify(error="max_riders must be a non-negative integer"), 400
-    summary = jobs.queue_sweep(svc, "cron", dry_run=dry_run, max_riders=max_riders)
+    summary = sweep.queue_sweep(svc, "cron", dry_run=dry_run, max_riders=max_riders)
     return jsonify(summary)

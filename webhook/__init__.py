@@ -16,8 +16,8 @@ import redis
 from flask import Blueprint, abort, jsonify, request
 from sqlalchemy.exc import SQLAlchemyError
 
-import jobs
 import models
+from jobs import fetch, queueing
 from web.extension import current_services
 
 log = logging.getLogger(__name__)
@@ -127,9 +127,13 @@ def unhandled_reason(event: StravaEvent) -> str | None:
             return None
         return f"activity aspect_type {event.aspect_type!r} is not one we handle"
     if event.object_type == "athlete":
-        if event.aspect_type == "update" and str(event.updates.get("authorized")) == "false":
-            return None
-        return "athlete events other than a deauthorization carry nothing we store"
+        if event.aspect_type != "update" or str(event.updates.get("authorized")) != "false":
+            return "athlete events other than a deauthorization carry nothing we store"
+        if event.object_id != event.owner_id:
+            # Strava sends an athlete's deauthorization about that athlete: this one is made up,
+            # and a check of its owner, repeated by every recovery pass, would cost reads for days.
+            return f"deauthorization of athlete {event.object_id} sent for owner {event.owner_id}"
+        return None
     return f"object_type {event.object_type!r} is not one we handle"
 
 
@@ -168,7 +172,7 @@ def receive_event():
         fields = asdict(event)
         # One statement (the connection check and the insert), committed on its own: no BEGIN.
         with svc.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            job_id = jobs.new_job_id(fields)
+            job_id = queueing.new_job_id(fields)
             now = svc.now()
             stored = models.store_event(
                 conn, fields, unhandled_reason(event), job_id, now.date(), now=now
@@ -214,7 +218,7 @@ def _decode(body: bytes):
 def _queue(svc, event_id: int, fields: dict, job_id: str) -> None:
     """Queue the event's work; with Redis down the row goes back to pending for the workers."""
     try:
-        jobs.queue_stored_event(svc, event_id, fields, job_id)
+        fetch.queue_stored_event(svc, event_id, fields, job_id)
     except redis.RedisError as exc:
         log.warning("event %s stored but not queued (%s); a worker will queue it", event_id, exc)
         try:
