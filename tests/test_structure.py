@@ -6,6 +6,7 @@ The layer contract lives in pyproject.toml; `lint-imports` checks it here and in
 from __future__ import annotations
 
 import ast
+import re
 import shutil
 import subprocess
 import sys
@@ -114,3 +115,22 @@ def test_no_function_is_oversized():
     for path in [*production_files(), *(ROOT / "strava_sim").rglob("*.py")]:
         found.update(long_functions(path))
     assert found == {}
+
+
+def test_the_readme_module_map_names_every_module():
+    """Every production module and development tool appears, backquoted, in the README's map."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Module map", 1)[1].split("\n## ", 1)[0]
+    named = set(re.findall(r"`([\w/.]+)`", section))
+    missing = []
+    for path in [
+        *production_files(),
+        *(ROOT / "strava_sim").glob("*.py"),
+        *(ROOT / "demo").glob("*.py"),
+    ]:
+        relative = path.relative_to(ROOT).as_posix()
+        if path.name != "__init__.py" and relative not in named:
+            missing.append(relative)
+        elif path.name == "__init__.py" and f"{path.parent.name}/" not in named:
+            missing.append(f"{path.parent.name}/")
+    assert missing == []
