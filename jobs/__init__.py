@@ -18,7 +18,7 @@ from rq import Callback, Retry
 import models
 import reconcile
 import services
-from jobs import claims, failures, inline, recovery
+from jobs import claims, failures, inline, pacing, recovery
 from jobs.joblog import logged, note_differences
 from services import Services
 from strava_client import NotFound, Unauthorized, parse_activity
@@ -77,6 +77,7 @@ def _queue_fetch(
     if waiting:
         return False, waiting
     meta = {"events": ["activity", activity_id], "owner": owner_id}
+    at = pacing.release_at(svc, at)
     enqueue(svc, sync_activity, owner_id, activity_id, at=at, job_id=job_id, meta=meta, **kw)
     return True, job_id
 
@@ -134,6 +135,7 @@ def _queue_revocation_check(svc: Services, athlete_id: int, at=None, job_id=None
     if waiting:
         return waiting
     meta = {"events": ["athlete", athlete_id]}
+    at = pacing.release_at(svc, at)
     enqueue(svc, revoke_athlete, athlete_id, at=at, job_id=job_id, meta=meta)
     return job_id
 
@@ -192,9 +194,9 @@ def _sync_activity(svc: Services, owner_id: int, activity_id: int, not_found_ret
         token = access_token(svc, rider_id)
         data = svc.client.get_activity(token, activity_id, lane="realtime")
     except NoPermit as exc:
-        at = reschedule_at(exc.retry_at)
+        at = datetime.fromtimestamp(exc.retry_at, UTC)  # booked for a window with a free permit
         queue_activity_sync(svc, owner_id, activity_id, at=at, not_found_retry=not_found_retry)
-        return f"waiting for rate budget until {at.isoformat()}"
+        return f"waiting for rate budget from {at.isoformat()}"
     except NotFound:
         return _not_found(svc, rider_id, owner_id, activity_id, events, not_found_retry)
     except (Unauthorized, ReconnectNeeded, CredentialsRefused) as exc:
@@ -274,7 +276,7 @@ def revoke_athlete(athlete_id: int) -> str:
         # Events are not signed: only Strava refusing an unexpired token proves the revocation.
         proven = revoked(svc, connection.rider_id)
     except NoPermit as exc:
-        _queue_revocation_check(svc, athlete_id, at=reschedule_at(exc.retry_at))
+        _queue_revocation_check(svc, athlete_id, at=datetime.fromtimestamp(exc.retry_at, UTC))
         return "waiting for rate budget"
     except (ReconnectNeeded, CredentialsRefused) as exc:
         return _finish(svc, athlete_id, "ignored", f"not confirmed, nothing deleted: {exc}")

@@ -15,6 +15,7 @@ import jobs
 import models
 import reconcile
 import services
+from jobs import pacing
 from services import Services
 from strava_client import Unauthorized, parse_activity
 from strava_client.ratebudget import NoPermit
@@ -48,7 +49,8 @@ def catch_up_athlete(athlete_id: int) -> str:
         summaries = svc.client.list_activities(token, per_page=reconcile.PER_PAGE, lane="realtime")
     except NoPermit as exc:
         if allowance.put_back(svc, athlete_id, waiting):
-            jobs.enqueue(svc, catch_up_athlete, athlete_id, at=_utc(exc.retry_at + 1))
+            at = pacing.release_at(svc, _utc(exc.retry_at))  # its turn, not the reset's herd
+            jobs.enqueue(svc, catch_up_athlete, athlete_id, at=at)
         return "waiting for rate budget"
     except Unauthorized as exc:
         _close(svc, athlete_id, waiting, "failed", str(exc))
