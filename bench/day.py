@@ -38,7 +38,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
-from _common import exit_on_sigterm, heading, machine, percentile, reserved_redis
+from _common import (
+    counting_round_trips,
+    exit_on_sigterm,
+    heading,
+    machine,
+    percentile,
+    reserved_redis,
+)
+from _pool import WorkerPool
 from cryptography.fernet import Fernet
 from rq import SimpleWorker
 from rq.job import Job
@@ -85,9 +93,11 @@ class BurstWorker(SimpleWorker):
     """A SimpleWorker without the pubsub thread for rq's admin commands (a second a pass), that
     counts the jobs it runs by function."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, counts: Counter | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.ran = Counter()
+        self.counts = Counter() if counts is None else counts  # the live SQL and Redis counts
+        self.costs = Counter()  # (job function, "sql" / "redis" / "redis_commands" / "cpu")
 
     def subscribe(self) -> None:
         pass
@@ -96,7 +106,20 @@ class BurstWorker(SimpleWorker):
         self.ran[job.func_name.removeprefix("jobs.")] += 1
         if job.kwargs.get("not_found_retry"):
             self.ran["404 retries"] += 1  # a fetch again after Strava answered 404 to a create
-        return super().execute_job(job, queue)
+        with charged(self.counts, self.costs, job.func_name.removeprefix("jobs.")):
+            return super().execute_job(job, queue)
+
+
+@contextlib.contextmanager
+def charged(counts: Counter, costs: Counter, unit: str):
+    """Add what the block costs (SQL statements, Redis commands and round trips, CPU) to `unit`."""
+    before, cpu = counts.copy(), time.process_time()
+    try:
+        yield
+    finally:
+        for kind in ("sql", "redis_commands", "redis"):
+            costs[unit, kind] += counts[kind] - before[kind]
+        costs[unit, "cpu"] += time.process_time() - cpu
 
 
 @dataclass(order=True)
@@ -124,6 +147,8 @@ class Tally:
     stops: int = 0
     reported: int = 0  # the simulated hour of the last progress line
     stopped_early: str | None = None
+    workers_peak: float = 0.0  # the worker processes' largest peak RSS, MiB
+    webhook: Counter = field(default_factory=Counter)  # what delivering the events cost us
     host: str = field(default_factory=machine)  # taken when the run starts
 
 
@@ -140,6 +165,7 @@ class World:
     ids: dict = field(default_factory=dict)  # upload seq -> activity id
     private: dict = field(default_factory=dict)  # activity id -> private now
     deleted: set = field(default_factory=set)
+    pool: WorkerPool | None = None  # worker processes (--workers); None: the in-process worker
 
 
 def minute(at: float) -> int:
@@ -253,7 +279,8 @@ def deliver(world: World, tally: Tally) -> None:
     outbox = {models.event_identity(e): e for e in world.sim.outbox}
     if not outbox:
         return
-    tally.delivery.update(world.sim.deliver_events())
+    with charged(world.worker.counts, tally.webhook, "webhook"):
+        tally.delivery.update(world.sim.deliver_events())
     table = models.webhook_event
     with world.svc.engine.connect() as conn:
         query = sa.select(table.c.identity).where(table.c.identity.in_(list(outbox)))
@@ -291,6 +318,9 @@ def run_jobs(world: World, now: float) -> None:
         promote_due(svc, now)
         if not any(svc.queue(name).count for name in QUEUES):
             return
+        if world.pool is not None:
+            world.pool.run_pass()
+            continue
         with services.bind(svc):
             world.worker.work(burst=True, logging_level="WARNING")
 
@@ -584,7 +614,13 @@ def print_scale(world: World, cast: list[DemoRider], tally: Tally, mine: dict) -
         f"  windows          busiest {sim.max_window_usage()} of {WINDOW_READS}; "
         f"{sim.rate_limited} answers 429"
     )
-    print(f"  peak memory      {peak:.0f} MiB (this process: web app, worker and simulator)")
+    if tally.workers_peak:
+        print(
+            f"  peak memory      {peak:.0f} MiB this process (web app, simulator), "
+            f"{tally.workers_peak:.0f} MiB the largest worker process"
+        )
+    else:
+        print(f"  peak memory      {peak:.0f} MiB (this process: web app, worker and simulator)")
     return (
         f"{reads / riders:.2f} reads/rider-day (floor {floor:.2f}), {swept}/{riders} swept in "
         f"48 h, {beyond} beyond capacity, peak {peak:.0f} MiB"
@@ -609,10 +645,12 @@ def report(world: World, cast: list[DemoRider], tally: Tally, args, took: float)
     print_sweep(tally, mine["run"])
     heading("Freshness and losses")
     print_freshness(tally, fate, differ, dropped_ids)
-    heading("Keeping a team current on 1,000 reads a day")
+    heading(f"Keeping a team current on {DAILY_READS:,} reads a day")
     print_capacity(mine, seed, tally)
     heading("Scale")
     scale = print_scale(world, cast, tally, mine)
+    heading("Work per unit")
+    scale += print_costs(world, tally)
     if tally.stopped_early:
         print(f"\n  (stopped by --max-minutes at simulated {tally.stopped_early})")
     fresh, uploads = tally.freshness, max(tally.done["upload"], 1)
@@ -625,6 +663,33 @@ def report(world: World, cast: list[DemoRider], tally: Tally, args, took: float)
         f"largest team {mine['largest']} vs {seed['largest']} (seed design); "
         f"{world.worker.ran['404 retries']} 404 retries; {scale}; {took:.0f} s"
     )
+
+
+def print_costs(world: World, tally: Tally) -> str:
+    """Job runs per Strava read, and Redis commands, SQL statements and CPU per unit of work."""
+    sim, ran, costs = world.sim, world.worker.ran, world.worker.costs
+    reads = sim.requests["GET /activities/{id}"] + sim.requests["GET /athlete/activities"]
+    work = sum(ran.values()) - ran["recover"] - ran["404 retries"]  # 404 retries: fetches too
+    cpu = sum(v for (unit, kind), v in costs.items() if kind == "cpu" and unit != "recover")
+    print(
+        f"  job runs         {work / max(reads, 1):.2f} per Strava read ({work} runs of fetch, "
+        f"sweep, catch-up and revocation jobs for {reads} reads; and {ran['recover']} runs of "
+        f"the recovery pass, one a stop of the driven clock)"
+    )
+    print(f"  CPU per read     {1000 * cpu / max(reads, 1):.1f} ms in jobs (simulator included)")
+    units = (
+        ("webhook event", tally.webhook, "webhook", tally.delivery["sent"]),
+        ("fetch job run", costs, "sync_activity", ran["sync_activity"]),
+        ("swept rider", costs, "reconcile_rider", ran["reconcile_rider"]),
+    )
+    for name, source, unit, count in units:
+        n = max(count, 1)
+        print(
+            f"  per {name:<14}{source[unit, 'redis_commands'] / n:5.1f} Redis commands "
+            f"({source[unit, 'redis'] / n:.1f} round trips), {source[unit, 'sql'] / n:4.1f} SQL "
+            f"statements, {1000 * source[unit, 'cpu'] / n:.1f} ms CPU ({count} of them)"
+        )
+    return f", {work / max(reads, 1):.2f} job runs/read"
 
 
 # -- running it -----------------------------------------------------------------------------------
@@ -696,8 +761,14 @@ def run(args) -> None:
         not_found_after_create=args.not_ready,
     )
     with (
+        contextlib.ExitStack() as stack,
         backing_services(args) as (database_url, redis_url),
-        StravaSim(seed=args.seed, faults=faults) as sim,
+        StravaSim(
+            seed=args.seed,
+            faults=faults,
+            limits=(2 * WINDOW_READS, 2 * DAILY_READS),
+            read_limits=(WINDOW_READS, DAILY_READS),
+        ) as sim,
     ):
         sim.clock.advance(start - sim.clock.now())
         app = create_app(settings(sim, database_url, redis_url, args.create_delay))
@@ -706,16 +777,27 @@ def run(args) -> None:
             skip_fsync(svc.engine)
             models.metadata.drop_all(svc.engine)
             models.init_db(svc.engine)
-            worker = BurstWorker([svc.queue(n) for n in QUEUES], connection=svc.redis)
-            world = World(sim, app, svc, worker, start, rng)
+            counting = stack.enter_context(counting_round_trips(svc.engine))
+
+            def make_worker():
+                queues = [svc.queue(n) for n in QUEUES]
+                return BurstWorker(queues, connection=svc.redis, counts=counting)
+
+            world = World(sim, app, svc, make_worker(), start, rng)
             cast = make_cast(sim, rng, args.riders)
             held = seed_riders(world, cast)
             changes = plan_day(cast, rng, start)
+            if args.workers:
+                world.pool = WorkerPool(svc, sim.clock, make_worker, args.workers)
             print(f"{args.riders} riders connected, {held} activities of the past week held; ")
             print(f"simulating {len(changes)} changes over the day...", flush=True)
             with serve_in_thread(app) as url:
                 subscribe(world, url)
                 simulate(world, changes, tally, args.max_minutes * 60)
+            if world.pool is not None:
+                ran, costs, tally.workers_peak = world.pool.stop()
+                world.worker.ran.update(ran)
+                world.worker.costs.update(costs)
             report(world, cast, tally, args, time.monotonic() - began)
         finally:
             if args.database_url:
@@ -740,9 +822,19 @@ def main() -> None:
     parser.add_argument(
         "--max-minutes", type=float, default=20, help="real-time bound on the simulation loop"
     )
+    parser.add_argument(
+        "--read-limits", default="100,1000", help="Strava's read limits, 15-min and daily"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=0, help="worker processes (needs real Redis and database)"
+    )
     parser.add_argument("--redis-url", help="a real Redis database to use (its keys are wiped)")
     parser.add_argument("--database-url", help="a real database to use (its tables are dropped)")
     args = parser.parse_args()
+    if args.workers and not (args.redis_url and args.database_url):
+        parser.error("--workers needs --redis-url and --database-url")
+    global WINDOW_READS, DAILY_READS  # every figure of the run is relative to these
+    WINDOW_READS, DAILY_READS = (int(n) for n in args.read_limits.split(","))
     exit_on_sigterm()
     run(args)
 
