@@ -676,7 +676,8 @@ def print_costs(world: World, tally: Tally) -> str:
         f"sweep, catch-up and revocation jobs for {reads} reads; and {ran['recover']} runs of "
         f"the recovery pass, one a stop of the driven clock)"
     )
-    print(f"  CPU per read     {1000 * cpu / max(reads, 1):.1f} ms in jobs (simulator included)")
+    where = "the worker processes" if world.pool else "jobs, the simulator's answers included"
+    print(f"  CPU per read     {1000 * cpu / max(reads, 1):.1f} ms in {where}")
     units = (
         ("webhook event", tally.webhook, "webhook", tally.delivery["sent"]),
         ("fetch job run", costs, "sync_activity", ran["sync_activity"]),
