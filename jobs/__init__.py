@@ -18,7 +18,7 @@ from rq import Callback, Retry
 import models
 import reconcile
 import services
-from jobs import claims, failures, inline, pacing, recovery
+from jobs import backlog, claims, failures, inline, pacing, recovery
 from jobs.joblog import logged, note_differences
 from services import Services
 from strava_client import NotFound, Unauthorized, parse_activity
@@ -192,6 +192,8 @@ def _sync_activity(svc: Services, owner_id: int, activity_id: int, not_found_ret
     rider_id = connection.rider_id
     try:
         token = access_token(svc, rider_id)
+        if backlog.served_by_list(svc, connection, activity_id, token):
+            return "listed with the athlete's other waiting activities"
         data = svc.client.get_activity(token, activity_id, lane="realtime")
     except NoPermit as exc:
         at = datetime.fromtimestamp(exc.retry_at, UTC)  # booked for a window with a free permit

@@ -59,3 +59,8 @@ def release(conn: redis.Redis, flag: str) -> None:
     job = get_current_job()
     if job is not None:
         conn.register_script(_RELEASE)(keys=[flag], args=[job.id])
+
+
+def drop(conn: redis.Redis, flag: str, job_id: str) -> None:
+    """Give up the flag if job_id holds it: that job was cancelled, its work done another way."""
+    conn.register_script(_RELEASE)(keys=[flag], args=[job_id])

@@ -21,4 +21,3 @@ def release_at(svc: Services, at: datetime | None = None) -> datetime | None:
     if when <= svc.clock():
         return None
     return datetime.fromtimestamp(when, UTC)
-

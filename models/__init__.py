@@ -30,6 +30,7 @@ from .events import (
     set_event_status,
     store_event,
     unannounced,
+    waiting_activities,
 )
 from .history import riders_to_verify
 from .riders import (
@@ -136,5 +137,6 @@ __all__ = [
     "update_connection",
     "update_run",
     "upsert_activity",
+    "waiting_activities",
     "webhook_event",
 ]

@@ -99,9 +99,11 @@ end
 local used_w, used_d = cap_w - left_w, cap_d - left_d
 if cap_w < 1 or cap_d < 1 then return {-1, 0, 1} end
 local this_w, this_d = now - now % 900, now - now % 86400
-local booked_now = math.max(tonumber(redis.call('GET', ARGV[9] .. ':15m:' .. this_w) or '0'), used_w)
-local booked_today = math.max(tonumber(redis.call('GET', ARGV[9] .. ':day:' .. this_d) or '0'), used_d)
-if booked_now < cap_w and booked_today < cap_d then return {-2, 0, 1} end
+local booked_now = tonumber(redis.call('GET', ARGV[9] .. ':15m:' .. this_w) or '0')
+local booked_today = tonumber(redis.call('GET', ARGV[9] .. ':day:' .. this_d) or '0')
+if math.max(booked_now, used_w) < cap_w and math.max(booked_today, used_d) < cap_d then
+  return {-2, 0, 1}
+end
 local w = start - start % 900
 for _ = 1, tonumber(ARGV[10]) do
   local d = w - w % 86400

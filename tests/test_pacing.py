@@ -64,9 +64,9 @@ def test_waiting_fetches_wake_a_windows_worth_at_a_time(database_url):
     with StravaSim(read_limits=(2, 100), clock=clock) as sim:
         app = make_app(database_url, sim, CLOCK=clock.now, STRAVA_READ_RATE_LIMITS=(2, 100))
         client = app.test_client()
-        _, athlete = connect_rider(app, sim)
-        activities = [sim.create_activity(athlete) for _ in range(7)]
-        for a in activities:
+        athletes = [connect_rider(app, sim, name=("Rider", str(i)))[1] for i in range(7)]
+        activities = [sim.create_activity(athlete) for athlete in athletes]
+        for athlete, a in zip(athletes, activities, strict=True):
             client.post("/api/strava/webhook", json=event(athlete, a))
         run_jobs(app)
         assert sum(sim.requests_by_activity[a] for a in activities) == 2

@@ -1,0 +1,65 @@
+"""A backlog of one athlete's waiting fetches served by one list of their recent activities.
+
+A bulk upload, a day of edits, or the fetches that waited while the budget was spent leave an
+athlete with several activities to fetch. When a fetch finds others of the athlete's activities
+waiting, one list request (their 200 most recent, one read) stores every listed one and closes
+its events, and the listed activities' waiting jobs are cancelled; an activity the list does not
+show (older than the 200, deleted, not ready yet) keeps its own fetch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from rq.exceptions import NoSuchJobError
+from rq.job import Job
+
+import models
+import reconcile
+from jobs import claims
+from services import Services
+from strava_client import parse_activity
+
+LIST_FROM = 2  # activities waiting (this one included) from which one list beats single fetches
+WAITING = ("queued", "scheduled", "deferred")  # job states that have not started
+
+
+def served_by_list(svc: Services, connection, activity_id: int, token: str) -> bool:
+    """List the athlete's recent activities if several wait; True when this one was among them.
+
+    Raises NoPermit like a fetch: the caller's job then waits for its turn.
+    """
+    athlete_id = connection.athlete_id
+    with svc.engine.connect() as conn:
+        waiting = models.waiting_activities(conn, athlete_id)
+    if len(waiting.keys() | {activity_id}) < LIST_FROM:
+        return False
+    listed_at = models.now()
+    summaries = svc.client.list_activities(token, per_page=reconcile.PER_PAGE, lane="realtime")
+    parsed = (parse_activity(s) for s in summaries)
+    listed = {v["id"]: v for v in parsed if v["athlete_id"] == athlete_id}
+    served = (waiting.keys() | {activity_id}) & listed.keys()
+    with svc.engine.begin() as conn:
+        ours = models.activities_by_id(conn, listed)
+        changes = reconcile.diff(ours, listed, athlete_id=athlete_id, listed_at=listed_at)
+        reconcile.apply(svc, conn, connection, reconcile.Changes(changes.created, changes.updated))
+        events = [e for a in served for e in waiting.get(a, [])]
+        models.set_event_status(conn, events, "done")
+        models.update_connection(conn, connection.rider_id, last_sync=models.now())
+    _cancel_fetches(svc, athlete_id, served - {activity_id})
+    return activity_id in served
+
+
+def _cancel_fetches(svc: Services, athlete_id: int, activity_ids) -> None:
+    """Cancel the waiting fetch jobs of activities the list served (each would cost a read)."""
+    for activity_id in activity_ids:
+        flag = claims.activity_flag(athlete_id, activity_id)
+        job_id = svc.redis.get(flag)
+        if job_id is None:
+            continue
+        job_id = job_id.decode()
+        with contextlib.suppress(NoSuchJobError):
+            job = Job.fetch(job_id, connection=svc.redis)
+            if job.get_status(refresh=False) in WAITING:
+                job.delete()
+        claims.drop(svc.redis, flag, job_id)
