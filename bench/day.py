@@ -75,6 +75,7 @@ SWEEP_AT = DAY + 3 * HOUR + 17 * MINUTE  # 03:17 UTC next day, as in .github/wor
 LAST_CHANGE = DAY + 3 * HOUR  # the day's late edits are over before the sweep starts
 HORIZON = 2 * DAY  # the run ends with the sweep's day
 ACTIVITIES_A_DAY = ((0, 1, 2), (30, 45, 25))  # per rider: most ride once, some twice, some rest
+BULK_UPLOAD = 8  # activities a rider uploads at once on a day of bulk uploads (--bulk)
 FOLLOW_UPS = (  # (kind, share of uploads, delay range in seconds after the upload)
     # Most title edits come 1-10 minutes after the upload (the rider is still at the screen).
     ("edit", 0.28, (1 * MINUTE, 10 * MINUTE)),
@@ -182,12 +183,18 @@ def day_start() -> int:
 # -- the world ------------------------------------------------------------------------------------
 
 
-def plan_day(cast: list[DemoRider], rng: random.Random, start: int) -> list[Change]:
-    """Uploads at riders' local 07:00-21:00, and the edits, flips and deletions that follow."""
+def plan_day(cast: list[DemoRider], rng: random.Random, start: int, bulk=0.0) -> list[Change]:
+    """Uploads at riders' local 07:00-21:00, and the edits, flips and deletions that follow.
+
+    A `bulk` share of riders upload BULK_UPLOAD activities at one minute instead (a trip's rides).
+    """
     seq, changes = itertools.count(), []
     for rider in cast:
-        for _ in range(rng.choices(*ACTIVITIES_A_DAY)[0]):
-            local = rng.uniform(7, 21) * HOUR - rider.utc_offset * HOUR
+        count, local = rng.choices(*ACTIVITIES_A_DAY)[0], None
+        at_once = bool(bulk) and rng.random() < bulk  # no draw without --bulk: the usual day
+        for _ in range(BULK_UPLOAD if at_once else count):
+            if local is None or not at_once:
+                local = rng.uniform(7, 21) * HOUR - rider.utc_offset * HOUR
             upload = Change(minute(start + local % DAY), next(seq), "upload", rider)
             changes.append(upload)
             for kind, share, (low, high) in FOLLOW_UPS:
@@ -787,7 +794,7 @@ def run(args) -> None:
             world = World(sim, app, svc, make_worker(), start, rng)
             cast = make_cast(sim, rng, args.riders)
             held = seed_riders(world, cast)
-            changes = plan_day(cast, rng, start)
+            changes = plan_day(cast, rng, start, args.bulk)
             if args.workers:
                 world.pool = WorkerPool(svc, sim.clock, make_worker, args.workers)
             print(f"{args.riders} riders connected, {held} activities of the past week held; ")
@@ -828,6 +835,9 @@ def main() -> None:
     )
     parser.add_argument(
         "--workers", type=int, default=0, help="worker processes (needs real Redis and database)"
+    )
+    parser.add_argument(
+        "--bulk", type=float, default=0.0, help=f"share of riders uploading {BULK_UPLOAD} at once"
     )
     parser.add_argument("--redis-url", help="a real Redis database to use (its keys are wiped)")
     parser.add_argument("--database-url", help="a real database to use (its tables are dropped)")

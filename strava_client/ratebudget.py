@@ -35,9 +35,10 @@ MAX_COUNT = 10**9  # reported figures are clamped: Redis counters overflow at 2*
 BOOK_AHEAD = 30 * 96  # windows a booking looks through: a month of budget-bound backlog
 LIMITS_TTL = DAY  # learned limits are forgotten a day after Strava last reported them
 
-# KEYS: the four counters, the limits hash, then the Retry-After key.
+# KEYS: the four counters, the limits hash, the Retry-After key, then today's history hash.
 # ARGV: lane share per million, then per counter (3 each): limits field, default limit, ttl;
-# then the lane's share of the daily counters (the first two), per million; then the epoch second.
+# then the lane's share of the daily counters (the first two), per million; then the epoch second,
+# the window's start and the history's ttl (the permit is counted in the chart in the same trip).
 _TAKE = """
 local wait_until = tonumber(redis.call('GET', KEYS[6]) or '0')
 if wait_until > tonumber(ARGV[15]) then return {5, wait_until, 0} end
@@ -54,6 +55,8 @@ for i = 1, 4 do
   redis.call('INCR', KEYS[i])
   redis.call('EXPIRE', KEYS[i], ARGV[i * 3 + 1])
 end
+redis.call('HINCRBY', KEYS[7], ARGV[16], 1)
+redis.call('EXPIRE', KEYS[7], ARGV[17])
 return {0, 0, 0}
 """
 
@@ -214,8 +217,9 @@ class RateBudget:
         args = [share]
         for bucket, window in COUNTERS:
             args += [f"{bucket}:{window}", self._default(bucket, window), self._ttl(window, now)]
-        args += [self._day_shares[lane], int(now)]
-        keys = [*self._keys(now), f"{self.prefix}:retry-after"]
+        window_start, _, day_start, _ = window_bounds(now)
+        args += [self._day_shares[lane], int(now), int(window_start), HISTORY_TTL]
+        keys = [*self._keys(now), f"{self.prefix}:retry-after", self._history_key(int(day_start))]
         blocked, used, cap = self._take(keys=keys, args=args)
         if blocked == 5:
             raise NoPermit(used, f"Strava asked us to wait (Retry-After) until {_iso(used)}")
@@ -225,7 +229,6 @@ class RateBudget:
             reason = f"{bucket} {name} window spent ({used}/{cap} for {lane})"
             raise NoPermit(self._resets_at(window, now), reason)
         self._sent.at = now
-        self._count_in_history(now)
 
     def record_response(self, status: int, rate_limits: RateLimits) -> None:
         """Raise counters to Strava's reported usage, adopt its limits; a 429 spends the window."""
@@ -325,15 +328,6 @@ class RateBudget:
                 pipe.hgetall(self._history_key(day))
             found = {int(k): int(v) for h in pipe.execute() for k, v in h.items()}
         return [(s, found.get(s, 0)) for s in starts]
-
-    def _count_in_history(self, now: float) -> None:
-        # A per-day hash of window start -> permits, kept apart from the Lua-held counters.
-        window_start, _, day_start, _ = window_bounds(now)
-        key = self._history_key(int(day_start))
-        with self.redis.pipeline() as pipe:
-            pipe.hincrby(key, str(int(window_start)), 1)
-            pipe.expire(key, HISTORY_TTL)
-            pipe.execute()
 
     def _history_key(self, day_start: int) -> str:
         return f"{self.prefix}:history:{day_start}"
