@@ -437,11 +437,15 @@ def peak_window_changes(tally: Tally) -> int:
 def ours(world: World, tally: Tally, riders: int, waiting: int) -> dict:
     """Our requests on the day and the largest team the default limits keep current."""
     sim, svc = world.sim, world.svc
-    fetches = sim.requests["GET /activities/{id}"] + waiting  # waiting ones will cost one each
     with svc.engine.connect() as conn:
         run = models.get_run(conn, tally.sweep["run_id"]) if tally.sweep else None
     swept = run.riders_done if run else 0
-    sweep_cost = sim.requests["GET /athlete/activities"] / swept if swept else 1.0
+    sweep_reads = run.requests_used if run else 0
+    # Events' reads: their fetches (waiting ones will cost one each) and the lists that served
+    # an athlete's backlog or catch-up: every list the sweep did not make.
+    lists = sim.requests["GET /athlete/activities"] - sweep_reads
+    fetches = sim.requests["GET /activities/{id}"] + waiting + lists
+    sweep_cost = sweep_reads / swept if swept else 1.0
     event_cost = fetches / riders
     peak = peak_window_changes(tally) / riders
     bounds = {
@@ -454,6 +458,7 @@ def ours(world: World, tally: Tally, riders: int, waiting: int) -> dict:
         "run": run,
         "swept": swept,
         "fetches": fetches,
+        "lists": lists,
         "sweep_cost": sweep_cost,
         "per_rider": event_cost + sweep_cost,
         "requests": round(fetches + sweep_cost * riders),
@@ -524,12 +529,13 @@ def print_requests(world: World, tally: Tally, mine: dict, waiting: int) -> None
     uploads, changes = max(tally.done["upload"], 1), max(sum(tally.done.values()), 1)
     print(
         f"  events           {sim.requests['GET /activities/{id}']} GET /activities/{{id}} "
-        f"(+{waiting} still waiting for budget at the end): {mine['fetches'] / uploads:.2f} "
-        f"per new activity, {mine['fetches'] / changes:.2f} per change"
+        f"(+{waiting} still waiting for budget at the end) and {mine['lists']} lists of an "
+        f"athlete's backlog: {mine['fetches'] / uploads:.2f} reads per new activity, "
+        f"{mine['fetches'] / changes:.2f} per change"
     )
     print(
-        f"  sweep            {sim.requests['GET /athlete/activities']} GET /athlete/activities for "
-        f"{mine['swept']} riders: {mine['sweep_cost']:.2f} per rider"
+        f"  sweep            {mine['sweep_cost'] * mine['swept']:.0f} GET /athlete/activities "
+        f"for {mine['swept']} riders: {mine['sweep_cost']:.2f} per rider"
     )
     print(f"  429 answers      {sim.rate_limited}")
     ran = ", ".join(f"{n} {name}" for name, n in world.worker.ran.most_common())

@@ -4,7 +4,8 @@ A bulk upload, a day of edits, or the fetches that waited while the budget was s
 athlete with several activities to fetch. When a fetch finds others of the athlete's activities
 waiting, one list request (their 200 most recent, one read) stores every listed one and closes
 its events, and the listed activities' waiting jobs are cancelled; an activity the list does not
-show (older than the 200, deleted, not ready yet) keeps its own fetch.
+show (older than the 200, deleted, not ready yet) keeps its own fetch. One list an athlete every
+LIST_EVERY seconds at most, so made-up ids in bulk cannot make every fetch a list and a fetch.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from strava_client import parse_activity
 
 LIST_FROM = 2  # activities waiting (this one included) from which one list beats single fetches
 WAITING = ("queued", "scheduled", "deferred")  # job states that have not started
+LIST_EVERY = 300  # seconds between one athlete's lists: forged ids in bulk cost few extra reads
 
 
 def served_by_list(svc: Services, connection, activity_id: int, token: str) -> bool:
@@ -34,6 +36,10 @@ def served_by_list(svc: Services, connection, activity_id: int, token: str) -> b
         waiting = models.waiting_activities(conn, athlete_id)
     if len(waiting.keys() | {activity_id}) < LIST_FROM:
         return False
+    # One key a LIST_EVERY span of the services' clock (a driven clock outruns Redis's expiry).
+    key = f"strava-sync:backlog-listed:{athlete_id}:{int(svc.clock()) // LIST_EVERY}"
+    if not svc.redis.set(key, 1, nx=True, ex=2 * LIST_EVERY):
+        return False  # listed a moment ago: what it did not show needs its own fetch
     listed_at = models.now()
     summaries = svc.client.list_activities(token, per_page=reconcile.PER_PAGE, lane="realtime")
     parsed = (parse_activity(s) for s in summaries)

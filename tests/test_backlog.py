@@ -45,3 +45,11 @@ def test_an_activity_the_list_does_not_show_keeps_its_own_fetch(app, client, svc
     # One list stored the new ride; the deleted one, not listed, was fetched (404) and removed.
     assert (sim.requests[LIST], sim.requests[DETAIL]) == (1, 1)
     assert stored(svc, rider) == {new} and statuses(svc) == {"done"}
+
+
+def test_made_up_ids_in_bulk_cost_one_list_not_one_each(app, client, svc, sim):
+    _, athlete = connect_rider(app, sim)
+    for i in range(5):  # forged creates: ids Strava never made
+        client.post("/api/strava/webhook", json=event(athlete, 9_000_000_000 + i))
+    run_jobs(app, due_too=True)
+    assert sim.requests[LIST] == 1
