@@ -691,6 +691,13 @@ def print_costs(world: World, tally: Tally) -> str:
     )
     where = "the worker processes" if world.pool else "jobs, the simulator's answers included"
     print(f"  CPU per read     {1000 * cpu / max(reads, 1):.1f} ms in {where}")
+    total = Counter()
+    for (unit, kind), value in costs.items():
+        total[kind] += value if unit != "recover" else 0
+    print(
+        f"  all jobs         {total['redis_commands'] / max(reads, 1):.1f} Redis commands and "
+        f"{total['sql'] / max(reads, 1):.1f} SQL statements per Strava read (recovery pass apart)"
+    )
     units = (
         ("webhook event", tally.webhook, "webhook", tally.delivery["sent"]),
         ("fetch job run", costs, "sync_activity", ran["sync_activity"]),
