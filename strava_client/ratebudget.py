@@ -32,7 +32,6 @@ PER_MILLION = 1_000_000  # lane shares in integer parts per million, so Lua and 
 DOCUMENTED = {"overall": (200, 2000), "read": (100, 1000)}  # Strava's default limits
 PLAUSIBLE_SHARE = 10  # a learned limit below 1/10 of the documented one is a garbled header
 MAX_COUNT = 10**9  # reported figures are clamped: Redis counters overflow at 2**63 - 1
-BOOK_AHEAD = 30 * 96  # windows a booking looks through: a month of budget-bound backlog
 LIMITS_TTL = DAY  # learned limits are forgotten a day after Strava last reported them
 
 # KEYS: the four counters, the limits hash, the Retry-After key, then today's history hash.
@@ -80,6 +79,8 @@ end
 return 0
 """
 
+
+BOOK_AHEAD = 30 * 96  # windows a booking looks through: a month of budget-bound backlog
 
 # KEYS: the four counters of now, the limits hash. ARGV: the epoch second now, not-before, the
 # lane's 15-minute and daily shares per million, default limits (overall 15m, day, read 15m, day),
