@@ -1,8 +1,8 @@
 """Real-time work released at the pace the rate budget allows, in the order it was queued.
 
-Every fetch (and revocation check, and catch-up list) books its read with the shared budget when
-it is queued: it runs now if this window's permits are not all promised, else at its turn in the
-first window (and day) that has one free. So when the budget is spent, waiting work wakes a
+Every fetch and revocation check books its read with the shared budget when it is queued (a
+catch-up list when it is refused a permit): it runs when due if this window's permits are not all
+promised, else at its turn in the first window (and day) that has one free. So when the budget is spent, waiting work wakes a
 window's worth at a time, spread across the window, instead of all of it at every reset only to
 find one window's permits and go back to sleep.
 """
