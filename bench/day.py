@@ -796,7 +796,7 @@ def run(args) -> None:
         svc = app.extensions["strava_sync"]
         try:
             skip_fsync(svc.engine)
-            models.metadata.drop_all(svc.engine)
+            models.drop_all(svc.engine)  # the migration record too, or init_db skips
             models.init_db(svc.engine)
             counting = stack.enter_context(counting_round_trips(svc.engine))
 
@@ -822,7 +822,7 @@ def run(args) -> None:
             report(world, cast, tally, args, time.monotonic() - began)
         finally:
             if args.database_url:
-                models.metadata.drop_all(svc.engine)
+                models.drop_all(svc.engine)  # the migration record too, or init_db skips
             svc.engine.dispose()
             svc.redis.close()
             svc.client.session.close()
