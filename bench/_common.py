@@ -145,9 +145,10 @@ def drop_tables(engine) -> None:
 
 @contextlib.contextmanager
 def counting_round_trips(engine) -> Iterator[Counter]:
-    """Count SQL statements, transactions and pool checkouts (each a pre-ping), and Redis writes.
+    """Count SQL statements, transactions and pool checkouts (each a pre-ping), and Redis traffic.
 
-    A Redis write is one round trip: one command, or one whole pipeline.
+    "redis" counts round trips (one command, or one whole pipeline); "redis_commands" counts
+    commands as a managed Redis bills them (each command of a pipeline, MULTI and EXEC too).
     """
     import redis
     import sqlalchemy as sa
@@ -160,17 +161,33 @@ def counting_round_trips(engine) -> Iterator[Counter]:
     ]
     for target, name, listener in listeners:
         sa.event.listen(target, name, listener)
-    original = redis.connection.Connection.send_packed_command
+    connection = redis.connection.AbstractConnection
+    originals = {
+        name: getattr(connection, name)
+        for name in ("send_packed_command", "send_command", "pack_commands")
+    }
 
     def send_packed_command(self, *args, **kwargs):
         counts["redis"] += 1
-        return original(self, *args, **kwargs)
+        return originals["send_packed_command"](self, *args, **kwargs)
 
-    redis.connection.Connection.send_packed_command = send_packed_command
+    def send_command(self, *args, **kwargs):
+        counts["redis_commands"] += 1
+        return originals["send_command"](self, *args, **kwargs)
+
+    def pack_commands(self, commands):
+        commands = list(commands)
+        counts["redis_commands"] += len(commands)
+        return originals["pack_commands"](self, commands)
+
+    patches = (send_packed_command, send_command, pack_commands)
+    for name, patched in zip(originals, patches, strict=True):
+        setattr(connection, name, patched)
     try:
         yield counts
     finally:
-        redis.connection.Connection.send_packed_command = original
+        for name, original in originals.items():
+            setattr(connection, name, original)
         for target, name, listener in listeners:
             sa.event.remove(target, name, listener)
 

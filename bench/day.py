@@ -38,7 +38,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
-from _common import exit_on_sigterm, heading, machine, percentile, reserved_redis
+from _common import (
+    counting_round_trips,
+    exit_on_sigterm,
+    heading,
+    machine,
+    percentile,
+    reserved_redis,
+)
+from _pool import WorkerPool
 from cryptography.fernet import Fernet
 from rq import SimpleWorker
 from rq.job import Job
@@ -67,6 +75,7 @@ SWEEP_AT = DAY + 3 * HOUR + 17 * MINUTE  # 03:17 UTC next day, as in .github/wor
 LAST_CHANGE = DAY + 3 * HOUR  # the day's late edits are over before the sweep starts
 HORIZON = 2 * DAY  # the run ends with the sweep's day
 ACTIVITIES_A_DAY = ((0, 1, 2), (30, 45, 25))  # per rider: most ride once, some twice, some rest
+BULK_UPLOAD = 8  # activities a rider uploads at once on a day of bulk uploads (--bulk)
 FOLLOW_UPS = (  # (kind, share of uploads, delay range in seconds after the upload)
     # Most title edits come 1-10 minutes after the upload (the rider is still at the screen).
     ("edit", 0.28, (1 * MINUTE, 10 * MINUTE)),
@@ -85,9 +94,11 @@ class BurstWorker(SimpleWorker):
     """A SimpleWorker without the pubsub thread for rq's admin commands (a second a pass), that
     counts the jobs it runs by function."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, counts: Counter | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.ran = Counter()
+        self.counts = Counter() if counts is None else counts  # the live SQL and Redis counts
+        self.costs = Counter()  # (job function, "sql" / "redis" / "redis_commands" / "cpu")
 
     def subscribe(self) -> None:
         pass
@@ -96,7 +107,20 @@ class BurstWorker(SimpleWorker):
         self.ran[job.func_name.rpartition(".")[2]] += 1
         if job.kwargs.get("not_found_retry"):
             self.ran["404 retries"] += 1  # a fetch again after Strava answered 404 to a create
-        return super().execute_job(job, queue)
+        with charged(self.counts, self.costs, job.func_name.removeprefix("jobs.")):
+            return super().execute_job(job, queue)
+
+
+@contextlib.contextmanager
+def charged(counts: Counter, costs: Counter, unit: str):
+    """Add what the block costs (SQL statements, Redis commands and round trips, CPU) to `unit`."""
+    before, cpu = counts.copy(), time.process_time()
+    try:
+        yield
+    finally:
+        for kind in ("sql", "redis_commands", "redis"):
+            costs[unit, kind] += counts[kind] - before[kind]
+        costs[unit, "cpu"] += time.process_time() - cpu
 
 
 @dataclass(order=True)
@@ -124,6 +148,8 @@ class Tally:
     stops: int = 0
     reported: int = 0  # the simulated hour of the last progress line
     stopped_early: str | None = None
+    workers_peak: float = 0.0  # the worker processes' largest peak RSS, MiB
+    webhook: Counter = field(default_factory=Counter)  # what delivering the events cost us
     host: str = field(default_factory=machine)  # taken when the run starts
 
 
@@ -140,6 +166,7 @@ class World:
     ids: dict = field(default_factory=dict)  # upload seq -> activity id
     private: dict = field(default_factory=dict)  # activity id -> private now
     deleted: set = field(default_factory=set)
+    pool: WorkerPool | None = None  # worker processes (--workers); None: the in-process worker
 
 
 def minute(at: float) -> int:
@@ -156,12 +183,18 @@ def day_start() -> int:
 # -- the world ------------------------------------------------------------------------------------
 
 
-def plan_day(cast: list[DemoRider], rng: random.Random, start: int) -> list[Change]:
-    """Uploads at riders' local 07:00-21:00, and the edits, flips and deletions that follow."""
+def plan_day(cast: list[DemoRider], rng: random.Random, start: int, bulk=0.0) -> list[Change]:
+    """Uploads at riders' local 07:00-21:00, and the edits, flips and deletions that follow.
+
+    A `bulk` share of riders upload BULK_UPLOAD activities at one minute instead (a trip's rides).
+    """
     seq, changes = itertools.count(), []
     for rider in cast:
-        for _ in range(rng.choices(*ACTIVITIES_A_DAY)[0]):
-            local = rng.uniform(7, 21) * HOUR - rider.utc_offset * HOUR
+        count, local = rng.choices(*ACTIVITIES_A_DAY)[0], None
+        at_once = bool(bulk) and rng.random() < bulk  # no draw without --bulk: the usual day
+        for _ in range(BULK_UPLOAD if at_once else count):
+            if local is None or not at_once:
+                local = rng.uniform(7, 21) * HOUR - rider.utc_offset * HOUR
             upload = Change(minute(start + local % DAY), next(seq), "upload", rider)
             changes.append(upload)
             for kind, share, (low, high) in FOLLOW_UPS:
@@ -253,7 +286,8 @@ def deliver(world: World, tally: Tally) -> None:
     outbox = {models.event_identity(e): e for e in world.sim.outbox}
     if not outbox:
         return
-    tally.delivery.update(world.sim.deliver_events())
+    with charged(world.worker.counts, tally.webhook, "webhook"):
+        tally.delivery.update(world.sim.deliver_events())
     table = models.webhook_event
     with world.svc.engine.connect() as conn:
         query = sa.select(table.c.identity).where(table.c.identity.in_(list(outbox)))
@@ -291,6 +325,9 @@ def run_jobs(world: World, now: float) -> None:
         promote_due(svc, now)
         if not any(svc.queue(name).count for name in QUEUES):
             return
+        if world.pool is not None:
+            world.pool.run_pass()
+            continue
         with services.bind(svc):
             world.worker.work(burst=True, logging_level="WARNING")
 
@@ -400,11 +437,15 @@ def peak_window_changes(tally: Tally) -> int:
 def ours(world: World, tally: Tally, riders: int, waiting: int) -> dict:
     """Our requests on the day and the largest team the default limits keep current."""
     sim, svc = world.sim, world.svc
-    fetches = sim.requests["GET /activities/{id}"] + waiting  # waiting ones will cost one each
     with svc.engine.connect() as conn:
         run = models.get_run(conn, tally.sweep["run_id"]) if tally.sweep else None
     swept = run.riders_done if run else 0
-    sweep_cost = sim.requests["GET /athlete/activities"] / swept if swept else 1.0
+    sweep_reads = run.requests_used if run else 0
+    # Events' reads: their fetches (waiting ones will cost one each) and the lists that served
+    # an athlete's backlog or catch-up: every list the sweep did not make.
+    lists = sim.requests["GET /athlete/activities"] - sweep_reads
+    fetches = sim.requests["GET /activities/{id}"] + waiting + lists
+    sweep_cost = sweep_reads / swept if swept else 1.0
     event_cost = fetches / riders
     peak = peak_window_changes(tally) / riders
     bounds = {
@@ -417,6 +458,7 @@ def ours(world: World, tally: Tally, riders: int, waiting: int) -> dict:
         "run": run,
         "swept": swept,
         "fetches": fetches,
+        "lists": lists,
         "sweep_cost": sweep_cost,
         "per_rider": event_cost + sweep_cost,
         "requests": round(fetches + sweep_cost * riders),
@@ -487,12 +529,13 @@ def print_requests(world: World, tally: Tally, mine: dict, waiting: int) -> None
     uploads, changes = max(tally.done["upload"], 1), max(sum(tally.done.values()), 1)
     print(
         f"  events           {sim.requests['GET /activities/{id}']} GET /activities/{{id}} "
-        f"(+{waiting} still waiting for budget at the end): {mine['fetches'] / uploads:.2f} "
-        f"per new activity, {mine['fetches'] / changes:.2f} per change"
+        f"(+{waiting} still waiting for budget at the end) and {mine['lists']} lists of an "
+        f"athlete's backlog: {mine['fetches'] / uploads:.2f} reads per new activity, "
+        f"{mine['fetches'] / changes:.2f} per change"
     )
     print(
-        f"  sweep            {sim.requests['GET /athlete/activities']} GET /athlete/activities for "
-        f"{mine['swept']} riders: {mine['sweep_cost']:.2f} per rider"
+        f"  sweep            {mine['sweep_cost'] * mine['swept']:.0f} GET /athlete/activities "
+        f"for {mine['swept']} riders: {mine['sweep_cost']:.2f} per rider"
     )
     print(f"  429 answers      {sim.rate_limited}")
     ran = ", ".join(f"{n} {name}" for name, n in world.worker.ran.most_common())
@@ -584,7 +627,13 @@ def print_scale(world: World, cast: list[DemoRider], tally: Tally, mine: dict) -
         f"  windows          busiest {sim.max_window_usage()} of {WINDOW_READS}; "
         f"{sim.rate_limited} answers 429"
     )
-    print(f"  peak memory      {peak:.0f} MiB (this process: web app, worker and simulator)")
+    if tally.workers_peak:
+        print(
+            f"  peak memory      {peak:.0f} MiB this process (web app, simulator), "
+            f"{tally.workers_peak:.0f} MiB the largest worker process"
+        )
+    else:
+        print(f"  peak memory      {peak:.0f} MiB (this process: web app, worker and simulator)")
     return (
         f"{reads / riders:.2f} reads/rider-day (floor {floor:.2f}), {swept}/{riders} swept in "
         f"48 h, {beyond} beyond capacity, peak {peak:.0f} MiB"
@@ -609,10 +658,12 @@ def report(world: World, cast: list[DemoRider], tally: Tally, args, took: float)
     print_sweep(tally, mine["run"])
     heading("Freshness and losses")
     print_freshness(tally, fate, differ, dropped_ids)
-    heading("Keeping a team current on 1,000 reads a day")
+    heading(f"Keeping a team current on {DAILY_READS:,} reads a day")
     print_capacity(mine, seed, tally)
     heading("Scale")
     scale = print_scale(world, cast, tally, mine)
+    heading("Work per unit")
+    scale += print_costs(world, tally)
     if tally.stopped_early:
         print(f"\n  (stopped by --max-minutes at simulated {tally.stopped_early})")
     fresh, uploads = tally.freshness, max(tally.done["upload"], 1)
@@ -625,6 +676,41 @@ def report(world: World, cast: list[DemoRider], tally: Tally, args, took: float)
         f"largest team {mine['largest']} vs {seed['largest']} (seed design); "
         f"{world.worker.ran['404 retries']} 404 retries; {scale}; {took:.0f} s"
     )
+
+
+def print_costs(world: World, tally: Tally) -> str:
+    """Job runs per Strava read, and Redis commands, SQL statements and CPU per unit of work."""
+    sim, ran, costs = world.sim, world.worker.ran, world.worker.costs
+    reads = sim.requests["GET /activities/{id}"] + sim.requests["GET /athlete/activities"]
+    work = sum(ran.values()) - ran["recover"] - ran["404 retries"]  # 404 retries: fetches too
+    cpu = sum(v for (unit, kind), v in costs.items() if kind == "cpu" and unit != "recover")
+    print(
+        f"  job runs         {work / max(reads, 1):.2f} per Strava read ({work} runs of fetch, "
+        f"sweep, catch-up and revocation jobs for {reads} reads; and {ran['recover']} runs of "
+        f"the recovery pass, one a stop of the driven clock)"
+    )
+    where = "the worker processes" if world.pool else "jobs, the simulator's answers included"
+    print(f"  CPU per read     {1000 * cpu / max(reads, 1):.1f} ms in {where}")
+    total = Counter()
+    for (unit, kind), value in costs.items():
+        total[kind] += value if unit != "recover" else 0
+    print(
+        f"  all jobs         {total['redis_commands'] / max(reads, 1):.1f} Redis commands and "
+        f"{total['sql'] / max(reads, 1):.1f} SQL statements per Strava read (recovery pass apart)"
+    )
+    units = (
+        ("webhook event", tally.webhook, "webhook", tally.delivery["sent"]),
+        ("fetch job run", costs, "sync_activity", ran["sync_activity"]),
+        ("swept rider", costs, "reconcile_rider", ran["reconcile_rider"]),
+    )
+    for name, source, unit, count in units:
+        n = max(count, 1)
+        print(
+            f"  per {name:<14}{source[unit, 'redis_commands'] / n:5.1f} Redis commands "
+            f"({source[unit, 'redis'] / n:.1f} round trips), {source[unit, 'sql'] / n:4.1f} SQL "
+            f"statements, {1000 * source[unit, 'cpu'] / n:.1f} ms CPU ({count} of them)"
+        )
+    return f", {work / max(reads, 1):.2f} job runs/read"
 
 
 # -- running it -----------------------------------------------------------------------------------
@@ -695,30 +781,47 @@ def run(args) -> None:
         not_found_after_create=args.not_ready,
     )
     with (
+        contextlib.ExitStack() as stack,
         backing_services(args) as (database_url, redis_url),
-        StravaSim(seed=args.seed, faults=faults) as sim,
+        StravaSim(
+            seed=args.seed,
+            faults=faults,
+            limits=(2 * WINDOW_READS, 2 * DAILY_READS),
+            read_limits=(WINDOW_READS, DAILY_READS),
+        ) as sim,
     ):
         sim.clock.advance(start - sim.clock.now())
         app = create_app(settings(sim, database_url, redis_url, args.create_delay), sim.clock.now)
         svc = app.extensions["strava_sync"]
         try:
             skip_fsync(svc.engine)
-            models.metadata.drop_all(svc.engine)
+            models.drop_all(svc.engine)  # the migration record too, or init_db skips
             models.init_db(svc.engine)
-            worker = BurstWorker([svc.queue(n) for n in QUEUES], connection=svc.redis)
-            world = World(sim, app, svc, worker, start, rng)
+            counting = stack.enter_context(counting_round_trips(svc.engine))
+
+            def make_worker():
+                queues = [svc.queue(n) for n in QUEUES]
+                return BurstWorker(queues, connection=svc.redis, counts=counting)
+
+            world = World(sim, app, svc, make_worker(), start, rng)
             cast = make_cast(sim, rng, args.riders)
             held = seed_riders(world, cast)
-            changes = plan_day(cast, rng, start)
+            changes = plan_day(cast, rng, start, args.bulk)
+            if args.workers:
+                world.pool = WorkerPool(svc, sim.clock, make_worker, args.workers)
             print(f"{args.riders} riders connected, {held} activities of the past week held; ")
             print(f"simulating {len(changes)} changes over the day...", flush=True)
             with serve_in_thread(app) as url:
                 subscribe(world, url)
                 simulate(world, changes, tally, args.max_minutes * 60)
+            if world.pool is not None:
+                ran, costs, tally.workers_peak = world.pool.stop()
+                world.worker.ran.update(ran)
+                world.worker.costs.update(costs)
             report(world, cast, tally, args, time.monotonic() - began)
         finally:
             if args.database_url:
-                models.metadata.drop_all(svc.engine)
+                models.drop_all(svc.engine)  # the migration record too, or init_db skips
             svc.engine.dispose()
             svc.redis.close()
             svc.client.session.close()
@@ -739,9 +842,22 @@ def main() -> None:
     parser.add_argument(
         "--max-minutes", type=float, default=20, help="real-time bound on the simulation loop"
     )
+    parser.add_argument(
+        "--read-limits", default="100,1000", help="Strava's read limits, 15-min and daily"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=0, help="worker processes (needs real Redis and database)"
+    )
+    parser.add_argument(
+        "--bulk", type=float, default=0.0, help=f"share of riders uploading {BULK_UPLOAD} at once"
+    )
     parser.add_argument("--redis-url", help="a real Redis database to use (its keys are wiped)")
     parser.add_argument("--database-url", help="a real database to use (its tables are dropped)")
     args = parser.parse_args()
+    if args.workers and not (args.redis_url and args.database_url):
+        parser.error("--workers needs --redis-url and --database-url")
+    global WINDOW_READS, DAILY_READS  # every figure of the run is relative to these
+    WINDOW_READS, DAILY_READS = (int(n) for n in args.read_limits.split(","))
     exit_on_sigterm()
     run(args)
 

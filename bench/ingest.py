@@ -67,6 +67,7 @@ BASE_IDS = {
     "load": 2_000_000_000,
     "burst": 3_000_000_000,
     "cost": 4_000_000_000,
+    "in-flight": 5_000_000_000,
 }
 COST_EVENTS = 200  # events posted in-process to count what one costs
 
@@ -82,7 +83,7 @@ end
 local sent = 0
 function request()
   sent = sent + 1
-  local object_id = %(base)d + thread_id * 100000000 + sent
+  local object_id = %(base)d + thread_id * 10000000 + sent
   local body = string.format(
     '{"aspect_type":"create","event_time":%(time)d,"object_id":%%d,"object_type":"activity",'
     .. '"owner_id":%%d,"subscription_id":%(subscription)d,"updates":{}}',
@@ -220,18 +221,25 @@ async def _send_when_due(host: str, port: int, body: bytes, due: float) -> Answe
     return Answer(status, answer, due, sent, time.perf_counter())
 
 
-def burst(url: str, *, count: int, seconds: float, owners: int) -> dict:
+def burst(
+    url: str, *, count: int, seconds: float, owners: int, in_flight=None, base=BASE_IDS["burst"]
+) -> dict:
     """Send `count` events due evenly over `seconds`, each on its own connection whether or not
-    earlier ones were answered (as Strava's senders would); every answer and when it came."""
-    parts, base = urlsplit(url), BASE_IDS["burst"]
+    earlier ones were answered (as Strava's senders would); every answer and when it came.
+
+    With `in_flight`, at most that many are sent at once: `count` events from that many senders.
+    """
+    parts = urlsplit(url)
     bodies = [event_body(base + i, owners) for i in range(count)]
+    gate = asyncio.Semaphore(in_flight or count)
+
+    async def send(body: bytes, due: float) -> Answer:
+        async with gate:
+            return await _send_when_due(parts.hostname, parts.port, body, due)
 
     async def send_all() -> tuple[list[Answer], float]:
         start = time.perf_counter() + 0.2
-        sends = [
-            _send_when_due(parts.hostname, parts.port, body, start + i * seconds / count)
-            for i, body in enumerate(bodies)
-        ]
+        sends = [send(body, start + i * seconds / count) for i, body in enumerate(bodies)]
         return list(await asyncio.gather(*sends)), start
 
     answers, start = asyncio.run(send_all())
@@ -369,6 +377,22 @@ def print_burst(result: dict, rows: Counter, jobs: int, count: int) -> tuple[int
     return ok, max(late)
 
 
+def bursts_in_flight(url: str, args, engine) -> dict[int, tuple[int, int, float]]:
+    """--burst events from each --in-flight number of senders at once, as fast as answered:
+    {senders: (answered 200, stored, p99 seconds from send to answer)}."""
+    found = {}
+    for i, in_flight in enumerate(args.in_flight):
+        base = BASE_IDS["in-flight"] + i * 100_000_000
+        result = burst(
+            url, count=args.burst, seconds=0, owners=args.riders, in_flight=in_flight, base=base
+        )
+        answers = result["answers"]
+        ok = sum(1 for a in answers if a.status == 200)
+        rows = sum(stored(engine, base, args.burst).values())
+        found[in_flight] = (ok, rows, percentile([a.done - a.sent for a in answers], 0.99))
+    return found
+
+
 def environment(args) -> dict:
     """What a deployment sets, pointing at the benchmark's database and Redis."""
     return dict(
@@ -390,13 +414,19 @@ def run(args) -> None:
     with reserved_redis(args.redis_url) as store, fresh_tables(args.database_url) as engine:
         connect_riders(engine, args.riders)
         served = dict(workers=args.workers, threads=args.threads, ready_path="/healthz")
-        with gunicorn("bench.bare_app:create_app()", env, **served) as url:
-            bare = measure(url, args, BASE_IDS["load"])
-        with gunicorn("app:create_app()", env, **served) as url:
-            hook = measure(url, args, BASE_IDS["load"])
+        with (
+            gunicorn("bench.bare_app:create_app()", env, **served) as bare_url,
+            gunicorn("app:create_app()", env, **served) as url,
+        ):
+            rounds = [
+                (measure(bare_url, args, BASE_IDS["load"]), measure(url, args, base))
+                for base in range(BASE_IDS["load"], BASE_IDS["burst"], 100_000_000)[: args.rounds]
+            ]
             result = burst(url, count=args.burst, seconds=args.burst_seconds, owners=args.riders)
             jobs = fetch_jobs(store, BASE_IDS["burst"])
+            concurrent = bursts_in_flight(url, args, engine)
             web_peak = peak_memory_mib(url)
+        bare, hook = sorted(rounds, key=lambda r: r[1].rps / r[0].rps)[len(rounds) // 2]
         rows = stored(engine, BASE_IDS["burst"], args.burst)
         cost = cost_per_event(args, args.riders)
     heading("Webhook POST under gunicorn")
@@ -410,9 +440,11 @@ def run(args) -> None:
     print(f"  {'':<24}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'requests':>10}{'non-200':>8}")
     print_load("bare Flask JSON", bare)
     print_load("strava-sync webhook", hook)
+    ratios = ", ".join(f"{h.rps / b.rps:.2f}" for b, h in rounds)
     print(
-        f"  ratio            webhook/bare: {hook.rps / bare.rps:.2f}x the throughput, "
-        f"{hook.p50 / bare.p50:.1f}x the p50 latency, {hook.p99 / bare.p99:.1f}x the p99"
+        f"  ratio            webhook/bare: {hook.rps / bare.rps:.2f}x the throughput (the median "
+        f"round of {len(rounds)}: {ratios}), {hook.p50 / bare.p50:.1f}x the p50 latency, "
+        f"{hook.p99 / bare.p99:.1f}x the p99"
     )
     print(
         f"  one event        {cost['sql']:.1f} SQL statements in {cost['transactions']:.1f} "
@@ -422,6 +454,11 @@ def run(args) -> None:
     print(f"  web memory       {web_peak:.0f} MiB peak RSS of the largest gunicorn process")
     heading(f"Burst: {args.burst} events due within {args.burst_seconds:g} s")
     ok, worst = print_burst(result, rows, jobs, args.burst)
+    for in_flight, (answered, stored_rows, p99) in concurrent.items():
+        print(
+            f"  {in_flight} in flight    {args.burst} events: {answered} answered 200, "
+            f"{stored_rows} stored; p99 {p99 * 1000:.0f} ms a request (Strava allows 2 s)"
+        )
     print(
         f"\nSummary: webhook {hook.rps:.0f} req/s p50 {hook.p50:.1f} ms p99 {hook.p99:.1f} ms vs "
         f"bare {bare.rps:.0f} req/s p50 {bare.p50:.1f} ms p99 {bare.p99:.1f} ms "
@@ -443,12 +480,21 @@ def main() -> None:
     parser.add_argument(
         "--threads", type=int, default=4, help="threads a worker (default 4, as in the Procfile)"
     )
+    parser.add_argument("--rounds", type=int, default=1, help="load rounds; the median is shown")
+    parser.add_argument(
+        "--in-flight",
+        type=lambda text: [int(n) for n in text.split(",") if n],
+        default=[],
+        help="bursts from this many senders at once, e.g. 50,200",
+    )
     parser.add_argument("--generator", choices=("auto", "wrk", "python"), default="auto")
     parser.add_argument("--redis-url", default=BENCH_REDIS_URL, help="wiped before and after")
     parser.add_argument("--database-url", default=BENCH_DATABASE_URL, help="tables dropped")
     args = parser.parse_args()
     if not 0 < args.duration <= 120 or not 0 < args.burst <= 20_000:
         parser.error("keep --duration within 120 s and --burst within 20,000")
+    if not 0 < args.rounds <= 9:
+        parser.error("keep --rounds within 9")
     if not 0 < args.workers <= 16 or not 0 < args.threads <= 64:
         parser.error("keep --workers within 16 and --threads within 64")
     exit_on_sigterm()

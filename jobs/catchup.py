@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 import models
 import reconcile
 import services
+from jobs import pacing
 from jobs.queueing import enqueue
 from services import Services
 from strava_client import Unauthorized
@@ -40,7 +41,8 @@ def catch_up_athlete(athlete_id: int) -> str:
         compared = _store_listed(svc, athlete_id)
     except NoPermit as exc:
         if allowance.put_back(svc, athlete_id, waiting):
-            enqueue(svc, catch_up_athlete, athlete_id, at=_utc(exc.retry_at + 1))
+            at = pacing.release_at(svc, _utc(exc.retry_at))  # its turn, not the reset's herd
+            enqueue(svc, catch_up_athlete, athlete_id, at=at)
         return "waiting for rate budget"
     except Unauthorized as exc:
         _close(svc, athlete_id, waiting, "failed", str(exc))

@@ -45,3 +45,8 @@ def release(conn: redis.Redis, key: str) -> None:
     job = get_current_job()
     if job is not None:
         conn.register_script(_RELEASE)(keys=[key], args=[job.id])
+
+
+def drop(conn: redis.Redis, key: str, job_id: str) -> None:
+    """Give up the claim if job_id holds it: that job was cancelled, its work done another way."""
+    conn.register_script(_RELEASE)(keys=[key], args=[job_id])

@@ -7,13 +7,13 @@ again), so each one brings our copy in line with Strava rather than applying a c
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import UTC, datetime
 
 import models
 import services
-from jobs import catchup, claims, queueing
+from jobs import backlog, catchup, claims, pacing, queueing
 from jobs.joblog import logged
-from jobs.queueing import enqueue, reschedule_at, seconds_from_now
+from jobs.queueing import enqueue, seconds_from_now
 from services import Services
 from strava_client import NotFound, Unauthorized, parse_activity
 from strava_client.ratebudget import NoPermit
@@ -40,6 +40,7 @@ def _queue_fetch(
     if holder:
         return False, holder
     meta = {"events": ["activity", activity_id], "owner": owner_id}
+    at = pacing.release_at(svc, at)
     enqueue(svc, sync_activity, owner_id, activity_id, at=at, job_id=job_id, meta=meta, **kw)
     return True, job_id
 
@@ -93,6 +94,7 @@ def queue_revocation_check(svc: Services, athlete_id: int, at=None, job_id=None)
     if holder:
         return holder
     meta = {"events": ["athlete", athlete_id], "owner": athlete_id}
+    at = pacing.release_at(svc, at)
     enqueue(svc, revoke_athlete, athlete_id, at=at, job_id=job_id, meta=meta)
     return job_id
 
@@ -143,11 +145,13 @@ def _sync_activity(svc: Services, owner_id: int, activity_id: int, not_found_ret
     rider_id = connection.rider_id
     try:
         token = access_token(svc, rider_id)
+        if backlog.served_by_list(svc, connection, activity_id):
+            return "listed with the athlete's other waiting activities"
         data = svc.client.get_activity(token, activity_id, lane="realtime")
     except NoPermit as exc:
-        at = reschedule_at(exc.retry_at)
+        at = datetime.fromtimestamp(exc.retry_at, UTC)  # booked for a window with a free permit
         queue_activity_sync(svc, owner_id, activity_id, at=at, not_found_retry=not_found_retry)
-        return f"waiting for rate budget until {at.isoformat()}"
+        return f"waiting for rate budget from {at.isoformat()}"
     except NotFound:
         return _not_found(svc, rider_id, owner_id, activity_id, events, not_found_retry)
     except (Unauthorized, ReconnectNeeded, CredentialsRefused) as exc:
@@ -231,7 +235,7 @@ def revoke_athlete(athlete_id: int) -> str:
         # Events are not signed: only Strava refusing an unexpired token proves the revocation.
         proven = revoked(svc, connection.rider_id)
     except NoPermit as exc:
-        queue_revocation_check(svc, athlete_id, at=reschedule_at(exc.retry_at))
+        queue_revocation_check(svc, athlete_id, at=datetime.fromtimestamp(exc.retry_at, UTC))
         return "waiting for rate budget"
     except (ReconnectNeeded, CredentialsRefused) as exc:
         return _finish(svc, athlete_id, "ignored", f"not confirmed, nothing deleted: {exc}")

@@ -33,6 +33,7 @@ from .events import (
     set_event_status,
     store_event,
     unannounced,
+    waiting_activities,
 )
 from .history import riders_to_verify
 from .riders import (
@@ -142,6 +143,7 @@ __all__ = [
     "update_connection",
     "update_run",
     "upsert_activity",
+    "waiting_activities",
     "webhook_event",
     "webhook_junk",
 ]

@@ -170,6 +170,20 @@ def open_events_by_owner(conn: Connection, object_type: str, owner_id: int):
     return conn.execute(query).all()
 
 
+def waiting_activities(conn: Connection, owner_id: int) -> dict[int, list[int]]:
+    """An athlete's activities with events still waiting (pending or queued): id -> event ids."""
+    table = webhook_event
+    query = sa.select(table.c.object_id, table.c.id).where(
+        table.c.status.in_(("pending", "queued")),
+        table.c.object_type == "activity",
+        table.c.owner_id == owner_id,
+    )
+    waiting: dict[int, list[int]] = {}
+    for activity_id, event_id in conn.execute(query):
+        waiting.setdefault(activity_id, []).append(event_id)
+    return waiting
+
+
 def count_attempt(conn: Connection, event_ids: Iterable[int]) -> None:
     """Count one more processing attempt on each event."""
     ids = list(event_ids)

@@ -37,9 +37,10 @@ MAX_COUNT = 10**9  # a larger learned limit is garbled (and Redis counters overf
 MAX_OVERUSE = 2
 LIMITS_TTL = DAY  # learned limits are forgotten a day after Strava last reported them
 
-# KEYS: the four counters, the limits hash, then the Retry-After key.
+# KEYS: the four counters, the limits hash, the Retry-After key, then today's history hash.
 # ARGV: lane share per million, then per counter (3 each): limits field, default limit, ttl;
-# then the lane's share of the daily counters (the first two), per million; then the epoch second.
+# then the lane's share of the daily counters (the first two), per million; then the epoch second,
+# the window's start and the history's ttl (the permit is counted in the chart in the same trip).
 _TAKE = """
 local wait_until = tonumber(redis.call('GET', KEYS[6]) or '0')
 if wait_until > tonumber(ARGV[15]) then return {5, wait_until, 0} end
@@ -56,6 +57,8 @@ for i = 1, 4 do
   redis.call('INCR', KEYS[i])
   redis.call('EXPIRE', KEYS[i], ARGV[i * 3 + 1])
 end
+redis.call('HINCRBY', KEYS[7], ARGV[16], 1)
+redis.call('EXPIRE', KEYS[7], ARGV[17])
 return {0, 0, 0}
 """
 
@@ -77,6 +80,56 @@ for i = 1, 4 do
   end
 end
 return 0
+"""
+
+
+BOOK_AHEAD = 30 * 96  # windows a booking looks through: a month of budget-bound backlog
+
+# KEYS: the four counters of now, the limits hash. ARGV: the epoch second now, not-before, the
+# lane's 15-minute and daily shares per million, default limits (overall 15m, day, read 15m, day),
+# the booking keys' prefix, the windows to look ahead. Each window and day has a booking counter:
+# a window takes bookings while what is booked (or, now, already used) is below its cap. While a
+# permit is free now nothing is booked ({-2}): the job runs when it is due, as it would unpaced.
+_BOOK = """
+local now, start = tonumber(ARGV[1]), math.max(tonumber(ARGV[1]), tonumber(ARGV[2]))
+local cap_w, cap_d, left_w, left_d = math.huge, math.huge, math.huge, math.huge
+for b = 0, 1 do
+  local field = b == 0 and 'overall' or 'read'
+  local cw = math.floor(tonumber(redis.call('HGET', KEYS[5], field .. ':15m') or ARGV[5 + 2 * b])
+    * tonumber(ARGV[3]) / 1000000)
+  local cd = math.floor(tonumber(redis.call('HGET', KEYS[5], field .. ':day') or ARGV[6 + 2 * b])
+    * tonumber(ARGV[4]) / 1000000)
+  cap_w, cap_d = math.min(cap_w, cw), math.min(cap_d, cd)
+  left_w = math.min(left_w, cw - tonumber(redis.call('GET', KEYS[3 + b]) or '0'))
+  left_d = math.min(left_d, cd - tonumber(redis.call('GET', KEYS[1 + b]) or '0'))
+end
+local used_w, used_d = cap_w - left_w, cap_d - left_d
+if cap_w < 1 or cap_d < 1 then return {-1, 0, 1} end
+local this_w, this_d = now - now % 900, now - now % 86400
+local booked_now = tonumber(redis.call('GET', ARGV[9] .. ':15m:' .. this_w) or '0')
+local booked_today = tonumber(redis.call('GET', ARGV[9] .. ':day:' .. this_d) or '0')
+if math.max(booked_now, used_w) < cap_w and math.max(booked_today, used_d) < cap_d then
+  return {-2, 0, 1}
+end
+local w = start - start % 900
+for _ = 1, tonumber(ARGV[10]) do
+  local d = w - w % 86400
+  local booked_d = tonumber(redis.call('GET', ARGV[9] .. ':day:' .. d) or '0')
+  if d == this_d then booked_d = math.max(booked_d, used_d) end
+  if booked_d >= cap_d then
+    w = d + 86400
+  else
+    local booked_w = tonumber(redis.call('GET', ARGV[9] .. ':15m:' .. w) or '0')
+    if w == this_w then booked_w = math.max(booked_w, used_w) end
+    if booked_w < cap_w then
+      redis.call('SET', ARGV[9] .. ':15m:' .. w, booked_w + 1, 'EX', w + 960 - now)
+      redis.call('SET', ARGV[9] .. ':day:' .. d, booked_d + 1, 'EX', d + 86460 - now)
+      return {w, booked_w, cap_w}
+    end
+    w = w + 900
+  end
+end
+return {-1, 0, 1}
 """
 
 
@@ -158,6 +211,7 @@ class RateBudget:
             "sweep": PER_MILLION,
         }
         self._take = redis.register_script(_TAKE)
+        self._book = redis.register_script(_BOOK)
         self._record = redis.register_script(_RECORD)
         self._sent = threading.local()  # when this thread's last permit was taken
 
@@ -168,8 +222,9 @@ class RateBudget:
         args = [share]
         for bucket, window in COUNTERS:
             args += [f"{bucket}:{window}", self._default(bucket, window), self._ttl(window, now)]
-        args += [self._day_shares[lane], int(now)]
-        keys = [*self._keys(now), f"{self.prefix}:retry-after"]
+        window_start, _, day_start, _ = window_bounds(now)
+        args += [self._day_shares[lane], int(now), int(window_start), HISTORY_TTL]
+        keys = [*self._keys(now), f"{self.prefix}:retry-after", self._history_key(int(day_start))]
         blocked, used, cap = self._take(keys=keys, args=args)
         if blocked == 5:
             raise NoPermit(used, f"Strava asked us to wait (Retry-After) until {_iso(used)}")
@@ -179,7 +234,6 @@ class RateBudget:
             reason = f"{bucket} {name} window spent ({used}/{cap} for {lane})"
             raise NoPermit(self._resets_at(window, now), reason)
         self._sent.at = now
-        self._count_in_history(now)
 
     def record_response(self, status: int, rate_limits: RateLimits) -> None:
         """Raise counters to Strava's reported usage, adopt its limits; a 429 spends the window."""
@@ -211,6 +265,24 @@ class RateBudget:
         self._record(keys=self._keys(now), args=[*args, LIMITS_TTL])
         if status == 429 and rate_limits.retry_after:
             self._wait(now, rate_limits.retry_after)
+
+    def book(self, lane: str = "realtime", not_before: float = 0.0) -> float:
+        """When a job of this lane due at `not_before` should ask for its permit (an epoch second).
+
+        While this window has a permit free, when it is due. Else it is booked, in order, into the
+        first window (and day) whose permits are not all promised, at the pace that window allows:
+        so waiting work wakes a window's worth at a time, not all of it at every reset.
+        """
+        now = self.clock()
+        args = [int(now), int(not_before), self._share(lane), self._day_shares[lane]]
+        args += [self._default(b, w) for b in BUCKETS for w in ("15m", "day")]
+        args += [f"{self.prefix}:booked:{lane}", BOOK_AHEAD]
+        window, booked, cap = self._book(keys=self._keys(now), args=args)
+        if window == -2:
+            return max(now, not_before)
+        if window < 0:  # nothing free within BOOK_AHEAD windows: ask again a day on
+            return max(now, not_before) + DAY
+        return max(now, not_before, window + booked * WINDOW / cap)
 
     def _wait(self, now: float, seconds: int) -> None:
         """Refuse every permit for `seconds` (at most a day), as a 429's Retry-After asks."""
@@ -265,15 +337,6 @@ class RateBudget:
                 pipe.hgetall(self._history_key(day))
             found = {int(k): int(v) for h in pipe.execute() for k, v in h.items()}
         return [(s, found.get(s, 0)) for s in starts]
-
-    def _count_in_history(self, now: float) -> None:
-        # A per-day hash of window start -> permits, kept apart from the Lua-held counters.
-        window_start, _, day_start, _ = window_bounds(now)
-        key = self._history_key(int(day_start))
-        with self.redis.pipeline() as pipe:
-            pipe.hincrby(key, str(int(window_start)), 1)
-            pipe.expire(key, HISTORY_TTL)
-            pipe.execute()
 
     def _history_key(self, day_start: int) -> str:
         return f"{self.prefix}:history:{day_start}"

@@ -30,7 +30,7 @@ def _key(kind: str, athlete_id: int) -> str:
 def take(svc: Services, athlete_id: int) -> bool:
     """Spend one of today's fetches of an activity we do not hold; False when none is left."""
     key = f"{_key('used', athlete_id)}:{_day(svc)}"
-    pipe = svc.redis.pipeline()
+    pipe = svc.redis.pipeline(transaction=False)  # one trip; the pair need not be atomic
     pipe.incr(key)
     pipe.expire(key, 2 * 86400)
     used, _ = pipe.execute()

@@ -98,10 +98,11 @@ def test_burst_across_50_riders_converges(start_stack):
     )
     assert (run.status, run.riders_done, run.error) == ("done", 50, None)
     stack.wait_idle(timeout=60)
-    # Each ride changed once and had one event: every dropped event left exactly one difference
-    # for the sweep, and nothing else was left to repair.
+    # Each ride changed once and had one event: every dropped event left at most one difference
+    # for the sweep (a list of a rider's waiting fetches may have put a create or an edit right
+    # already), and nothing else was left to repair.
     repaired = run.activities_created + run.activities_updated + run.activities_deleted
-    assert repaired == run.activities_unannounced == pushed["dropped"]
+    assert repaired == run.activities_unannounced <= pushed["dropped"]
 
     truth = {rider_id: stack.sim_activities(athlete_id) for rider_id, athlete_id, _ in riders}
     for rider_id, _, _ in riders:
@@ -139,8 +140,9 @@ def test_low_read_limit_is_shared_by_all_workers(start_stack):
     # headers; 60 events need twice that.
     stack = start_stack(read_limits=(30, 1000))
     sim = stack.sim
-    athletes = [stack.connect_rider(f"Climber{i}")[1] for i in range(5)]
-    activities = [sim.create_activity(a) for _ in range(12) for a in athletes]
+    # One activity an athlete: one athlete's several would be served by one list of theirs.
+    athletes = [stack.connect_rider(f"Climber{i}")[1] for i in range(60)]
+    activities = [sim.create_activity(a) for a in athletes]
     # Strava's windows reset at :00, :15, :30 and :45, on the wall clock the sim and our side
     # share (the workers are separate processes: no clock can be injected). A reset in mid-test
     # would let waiting fetches run, so start with more of the window left than the fill may take.
@@ -174,12 +176,15 @@ def test_low_read_limit_is_shared_by_all_workers(start_stack):
     workers = stack.rq_workers()
     assert len(workers) == 3 and all(w.successful_job_count > 0 for w in workers)
     # The other 30 fetches were not slept in or failed: each waits in RQ's scheduled registry
-    # for the window's reset (plus up to 30 s of jitter).
+    # for its turn after the window's reset.
     registry = ScheduledJobRegistry("strava", connection=stack.redis)
+    due = set()
     for job_id in registry.get_job_ids(cleanup=False):
         job = Job.fetch(job_id, connection=stack.redis)
         assert (job.func_name, job.get_status()) == ("jobs.fetch.sync_activity", "scheduled")
-        assert reset <= registry.get_scheduled_time(job).timestamp() <= reset + 31
+        due.add(registry.get_scheduled_time(job).timestamp())
+    # All in the next window (its 30 permits), paced across it: not all at the reset.
+    assert reset <= min(due) and max(due) < reset + 900 and len(due) == 30
     budget = RateBudget(stack.redis).snapshot()
     assert budget["read"]["limit_15min"] == 30  # learned from X-ReadRateLimit-Limit
 
@@ -193,7 +198,8 @@ def test_sigkill_mid_job_loses_nothing(start_stack):
     stack = start_stack(before_request=stall)
     sim = stack.sim
     rider_id, athlete_id = stack.connect_rider("Fragile")
-    others = [sim.create_activity(athlete_id, name=f"Other {i}") for i in range(3)]
+    # Other riders' rides: one rider's would be served by one list of theirs, the victim's too.
+    others = [sim.create_activity(stack.connect_rider(f"Other{i}")[1]) for i in range(3)]
     stall.activity_id = victim = sim.create_activity(athlete_id, name="Slow to fetch")
     try:
         stack.deliver()

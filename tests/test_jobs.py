@@ -327,32 +327,6 @@ def test_failed_fetch_is_retried_then_marks_the_event_failed(app, client, svc, s
     assert activity_row(svc, activity) is not None
 
 
-def test_no_permit_reschedules_for_the_window_reset(database_url):
-    from clocks import mid_window_clock
-    from conftest import make_app
-
-    from strava_sim import StravaSim
-
-    clock = mid_window_clock()  # a window reset in mid-test would let the third fetch run
-    # A limit of 2 is below what a header may teach us (a tenth of Strava's default): configured.
-    with StravaSim(read_limits=(2, 100), clock=clock) as sim:
-        app = make_app(database_url, sim, CLOCK=clock.now, STRAVA_READ_RATE_LIMITS=(2, 100))
-        svc = app.extensions["strava_sync"]
-        client = app.test_client()
-        _, athlete = connect_rider(app, sim)
-        activities = [sim.create_activity(athlete) for _ in range(3)]
-        for a in activities:
-            post(client, event(athlete, a))
-        run_jobs(app)
-        assert sum(sim.requests_by_activity[a] for a in activities) == 2
-        [waiting] = scheduled_jobs(app)
-        score = svc.redis.zscore(f"rq:scheduled:{waiting.origin}", waiting.id)
-        window_end = (int(svc.clock()) // 900 + 1) * 900
-        assert window_end < score <= window_end + 31
-        assert statuses(svc).count("queued") == 1
-        assert sim.rate_limited == 0
-
-
 def test_worker_runs_all_queued_work(app, client, svc, sim):
     _, athlete = connect_rider(app, sim)
     for _ in range(5):
