@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -85,6 +86,7 @@ def main() -> None:
             env = dict(os.environ, DATABASE_URL=args.database_url, REDIS_URL=url)
             env.update(STRAVA_API_URL=sim.api_url, STRAVA_OAUTH_URL=sim.oauth_url)
             env.update(STRAVA_CLIENT_ID=sim.client_id, STRAVA_CLIENT_SECRET=sim.client_secret)
+            env.update(SECRET_KEY=secrets.token_urlsafe(32))  # a worker refuses to start without
             before = commands(client)
             run_work(env)
             idle = commands(client) - before - 1

@@ -116,14 +116,17 @@ def test_work_runs_what_is_queued_or_due_and_leaves_the_rest(start_stack):
     # The create delay as deployed: the webhook schedules each create's fetch for later.
     stack = start_stack(workers=0, env={"CREATE_FETCH_DELAY_SECONDS": "120"})
     sim = stack.sim
-    rider_id, athlete = stack.connect_rider("Rider")
+    # One athlete each: several waiting fetches of one athlete would be served by one list.
+    (rider_id, athlete), *others = (stack.connect_rider(f"Rider {n}") for n in range(4))
     edited = sim.create_activity(athlete, name="Held already", event=False)
     stack.seed_history(rider_id, [edited])
     sim.update_activity(edited, name="Renamed")  # an update is fetched at once: queued
-    due, not_due = (sim.create_activity(athlete, name=n) for n in ("Due", "Not yet due"))
-    lost = sim.create_activity(athlete, name="Stored while Redis was away", event=False)
+    due = sim.create_activity(others[0][1], name="Due")
+    not_due = sim.create_activity(others[1][1], name="Not yet due")
+    lost_athlete = others[2][1]
+    lost = sim.create_activity(lost_athlete, name="Stored while Redis was away", event=False)
     stack.deliver()
-    store_while_redis_was_away(stack, athlete, lost)
+    store_while_redis_was_away(stack, lost_athlete, lost)
     reschedule(stack, due, time.time() - 60)  # its time has come
     reschedule(stack, not_due, time.time() + DAY)  # a day away, however slow this machine is
 
@@ -156,8 +159,9 @@ def test_a_job_running_at_the_deadline_finishes_and_the_rest_waits(start_stack):
     stall = StallFirstFetch()
     stack = start_stack(workers=0, before_request=stall)
     _, athlete = stack.connect_rider("Slow")
+    _, other = stack.connect_rider("Next")  # another athlete: one athlete's two would be listed
     stall.activity_id = first = stack.sim.create_activity(athlete, name="Held at Strava")
-    second = stack.sim.create_activity(athlete, name="Next in line")
+    second = stack.sim.create_activity(other, name="Next in line")
     stack.deliver()
 
     run = start_work(stack, "work-deadline", max_seconds="1")
