@@ -77,7 +77,9 @@ def installed(tmp_path_factory) -> Path:
 
 def clean_env(folder: Path) -> dict:
     """An environment with no project settings, no PYTHONPATH, and a HOME of its own."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("STRAVA_", "TEST_"))}
+    # No faked clock either (CI's libfaketime needs the PYTHONPATH shim dropped here).
+    drop = ("STRAVA_", "TEST_", "LD_PRELOAD", "FAKETIME")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
     env.pop("PYTHONPATH", None)
     env.pop("DATABASE_URL", None)
     env.pop("REDIS_URL", None)
