@@ -47,16 +47,7 @@ def served_by_list(svc: Services, connection, activity_id: int) -> bool:
         models.set_event_status(conn, events, "done", now=svc.now())
         models.update_connection(conn, connection.rider_id, last_sync=svc.now())
 
-    compared = reconcile.compare_listing(
-        svc,
-        connection,
-        lambda token: svc.client.list_activities(
-            token, per_page=reconcile.PER_PAGE, lane="realtime"
-        ),
-        lambda conn, listing: models.activities_by_id(conn, listing.theirs.keys()),
-        kinds=("created", "updated"),
-        record=record,
-    )
+    compared = reconcile.store_recent(svc, connection, record)
     if compared is None:
         return False  # disconnected while Strava answered: the fetch finds that out itself
     _cancel_fetches(svc, athlete_id, served - {activity_id})

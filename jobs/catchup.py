@@ -60,15 +60,7 @@ def _store_listed(svc: Services, athlete_id: int) -> reconcile.Comparison | None
     connection = reconcile.live_connection(svc, athlete_id=athlete_id)
     if connection is None:
         return None
-    return reconcile.compare_listing(
-        svc,
-        connection,
-        lambda token: svc.client.list_activities(
-            token, per_page=reconcile.PER_PAGE, lane="realtime"
-        ),
-        lambda conn, listing: models.activities_by_id(conn, listing.theirs.keys()),
-        kinds=("created", "updated"),
-    )
+    return reconcile.store_recent(svc, connection)
 
 
 def _utc(when: float) -> datetime:

@@ -270,6 +270,23 @@ def compare_listing(
     return comparison
 
 
+def store_recent(
+    svc: Services, connection, record: Callable[[Connection, Comparison], None] | None = None
+) -> Comparison | None:
+    """List the athlete's most recent activities (one read, real-time lane) and store them.
+
+    Catch-up and backlog lists share it; deletions are left to the sweep (the window is open).
+    """
+    return compare_listing(
+        svc,
+        connection,
+        lambda token: svc.client.list_activities(token, per_page=PER_PAGE, lane="realtime"),
+        lambda conn, listing: models.activities_by_id(conn, listing.theirs.keys()),
+        kinds=("created", "updated"),
+        record=record,
+    )
+
+
 # -- the callers: the nightly sweep and the backfill ----------------------------------------------
 
 
