@@ -190,11 +190,12 @@ def deployment_notes(settings: config.Settings, inline: bool) -> list[str]:
     return notes
 
 
-def deployed_app() -> Flask:
+def deployed_app(probe_database: bool = True) -> Flask:
     """The app as a deployed web process builds it: `.env` read, start-up problems logged.
 
     Raises StartupError (one sentence) when the configuration cannot be used or would fall back
-    to a development default (services/deployed.py).
+    to a development default (services/deployed.py). `probe_database` logs what is wrong with the
+    database at once; without it the first request finds out (`require_schema_at_head`).
     """
     settings = services.load_settings(deployed=True)
     deployed.refuse_unfit(settings, web=True)
@@ -204,7 +205,7 @@ def deployed_app() -> Flask:
     log.info("database: %s; queues: %s", settings.describe_database(), settings.describe_redis())
     for note in deployment_notes(settings, svc.inline):
         log.warning("%s", note)
-    problem = diagnose.check_database(svc.engine, settings)
+    problem = probe_database and diagnose.check_database(svc.engine, settings)
     if problem:
         log.error("%s", problem)
     return app
@@ -219,10 +220,12 @@ def vercel_app() -> Flask:
     """Vercel's app: a bad configuration answers every request 503, its sentence in the log only.
 
     The sentence may quote the refused value (a secret pasted into the wrong variable), so the
-    public answer names only the part that failed.
+    public answer names only the part that failed. The database is not probed at import: a cold
+    start is followed by its request at once, which checks it (loading the PostgreSQL driver only
+    then keeps the import itself within bench/coldstart.py's target).
     """
     try:
-        return deployed_app()
+        return deployed_app(probe_database=False)
     except StartupError as exc:
         log.error("%s", exc.message)
     refusing = Flask(__name__)

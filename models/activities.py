@@ -8,7 +8,7 @@ from datetime import date, datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from .schema import ACTIVITY_FIELDS, _insert, strava_activity
+from .schema import ACTIVITY_FIELDS, dialect_insert, strava_activity
 
 
 def same_activity(row, values: dict) -> bool:
@@ -31,7 +31,7 @@ def upsert_activity(conn: Connection, rider_id: int, values: dict, *, now: datet
         if same_activity(row, values) and row["rider_id"] == rider_id:
             return "unchanged"
     full = dict(values, rider_id=rider_id, fetched_at=now)
-    stmt = _insert(conn, table).values(**full)
+    stmt = dialect_insert(conn.dialect.name, table).values(**full)
     changed = {k: v for k, v in full.items() if k != "id"}
     owner_matches = table.c.athlete_id == stmt.excluded.athlete_id
     conn.execute(

@@ -9,11 +9,10 @@ from collections.abc import Iterable
 from datetime import date, datetime
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from . import junk
-from .schema import UTCDateTime, strava_connection, webhook_event
+from .schema import UTCDateTime, dialect_insert, strava_connection, webhook_event
 
 UPDATES_CAP = 2048  # characters of an event's `updates` JSON we keep
 ERROR_CAP = 500  # characters of an event's `error` we keep
@@ -109,7 +108,7 @@ def _store_statement(dialect: str, handled: bool, junk: bool = False):
     # A WHERE clause also lets SQLite tell the SELECT from the ON CONFLICT clause that follows it.
     select = sa.select(*values, sa.literal(0), status, error, processed, job)
     select = select.where(sa.true() if junk else connected)
-    insert = (postgresql if dialect == "postgresql" else sqlite).insert(table)
+    insert = dialect_insert(dialect, table)
     return (
         insert.from_select(columns, select)
         .on_conflict_do_nothing(index_elements=["identity"])

@@ -13,10 +13,9 @@ import functools
 from datetime import date, datetime
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from .schema import webhook_event, webhook_junk
+from .schema import dialect_insert, webhook_event, webhook_junk
 
 JUNK_EXAMPLES = 3  # example events kept per athlete and UTC day
 JUNK_ATHLETES = 200  # athletes counted apart per UTC day
@@ -56,7 +55,7 @@ def _count_statement(dialect: str):
     repeat = sa.exists().where(webhook_event.c.identity == p("identity", type_=sa.String))
     # The WHERE clause also lets SQLite tell the SELECT from the ON CONFLICT clause that follows.
     values = sa.select(day, owner, sa.literal(1), at).where(~repeat)
-    insert = (postgresql if dialect == "postgresql" else sqlite).insert(table)
+    insert = dialect_insert(dialect, table)
     insert = insert.from_select(["day", "owner_id", "events", "last_received_at"], values)
     return insert.on_conflict_do_update(
         index_elements=["day", "owner_id"],

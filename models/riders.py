@@ -7,7 +7,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from .schema import _insert, riders, strava_activity, strava_connection
+from .schema import dialect_insert, riders, strava_activity, strava_connection
 
 
 def create_rider(conn: Connection, name: str, *, now: datetime) -> int:
@@ -59,7 +59,7 @@ def save_connection(
         needs_reconnect_since=None,
         backfill_before=None,
     )
-    stmt = _insert(conn, strava_connection).values(rider_id=rider_id, **values)
+    stmt = dialect_insert(conn.dialect.name, strava_connection).values(rider_id=rider_id, **values)
     conn.execute(stmt.on_conflict_do_update(index_elements=["rider_id"], set_=values))
 
 

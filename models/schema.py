@@ -5,8 +5,7 @@ from __future__ import annotations
 from datetime import UTC
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Engine
 
 from models import revision
 
@@ -214,5 +213,14 @@ def drop_all(engine: Engine) -> None:
         conn.execute(sa.text(f"DROP TABLE IF EXISTS {revision.VERSION_TABLE}"))
 
 
-def _insert(conn: Connection, table: sa.Table):
-    return (postgresql if conn.dialect.name == "postgresql" else sqlite).insert(table)
+def dialect_insert(dialect: str, table: sa.Table):
+    """An INSERT with ON CONFLICT clauses for `dialect` ("postgresql", else SQLite's).
+
+    The dialect's module loads here, at the first write, not at import: a serverless cold start
+    imports the models before it answers anything, and the engine loads its own dialect anyway.
+    """
+    if dialect == "postgresql":
+        from sqlalchemy.dialects import postgresql as module
+    else:
+        from sqlalchemy.dialects import sqlite as module
+    return module.insert(table)

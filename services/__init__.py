@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
@@ -41,7 +42,6 @@ class Services:
     """Everything a request or a job needs, built once from the configuration."""
 
     settings: config.Settings
-    engine: Engine
     redis: redis.Redis
     inline: bool
     cipher: TokenCipher
@@ -50,6 +50,25 @@ class Services:
     clock: Callable[[], float] = time.time  # epoch seconds; the only time source in production
     runner: Any = field(default=None, repr=False)  # inline mode's worker thread, once started
     _subscription: tuple[float, int | None] = (0.0, None)
+    _engine: Engine | None = field(default=None, repr=False)
+    _engine_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def engine(self) -> Engine:
+        """The database engine, made at first use.
+
+        The PostgreSQL driver loads then, not when the app is imported: a serverless cold start
+        answers its first request sooner, and one that never touches the database never pays.
+        """
+        if self._engine is None:
+            with self._engine_lock:
+                if self._engine is None:
+                    self._engine = models.make_engine(self.settings.database_url)
+        return self._engine
+
+    @engine.setter
+    def engine(self, engine: Engine) -> None:
+        self._engine = engine
 
     def now(self) -> datetime:
         """The clock's time as a UTC datetime (what every stored timestamp is stamped with)."""
@@ -76,7 +95,8 @@ class Services:
 
     def close(self) -> None:
         """Release the database pool and the Redis connections."""
-        self.engine.dispose()
+        if self._engine is not None:
+            self._engine.dispose()
         self.redis.close()
 
 
@@ -120,7 +140,6 @@ def build(settings: config.Settings, clock: Callable[[], float] = time.time) -> 
     )
     return Services(
         settings=settings,
-        engine=models.make_engine(settings.database_url),
         redis=conn,
         inline=inline,
         cipher=TokenCipher(settings.token_encryption_key),

@@ -11,10 +11,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlsplit
 
-import requests
+if TYPE_CHECKING:
+    import requests
 
 TIMEOUT = (3.05, 20)  # (connect, read) seconds
 
@@ -192,8 +193,21 @@ class StravaClient:
         self.client_id = client_id
         self.client_secret = client_secret
         self.budget = budget
-        self.session = session or requests.Session()
+        self._session = session
         self.timeout = timeout
+
+    @property
+    def session(self) -> requests.Session:
+        """The HTTP session, made at the first call to Strava.
+
+        `requests` loads only then: a serverless cold start that only stores a webhook event never
+        pays for it.
+        """
+        if self._session is None:
+            import requests
+
+            self._session = requests.Session()
+        return self._session
 
     # -- athlete API (counted against the rate budget) --
 
@@ -239,9 +253,12 @@ class StravaClient:
         The message never holds the query string or the body (client_secret, tokens) and the
         original exception is not chained, so no traceback repeats them either.
         """
+        import requests  # loaded already, with the session
+
         kwargs.setdefault("timeout", self.timeout)
+        session = self.session
         try:
-            return self.session.request(method, url, **kwargs)
+            return session.request(method, url, **kwargs)
         except requests.RequestException as exc:
             raise Unreachable(
                 f"{what}: could not reach Strava at {_where(url)} ({type(exc).__name__})"
@@ -268,14 +285,14 @@ class StravaClient:
         """Revoke our access for the token's athlete (`/oauth/deauthorize`, retired June 2027)."""
         url = self.oauth_url + "/deauthorize"
         headers = {"Authorization": f"Bearer {access_token}"}
-        response = self.session.post(url, headers=headers, timeout=self.timeout)
+        response = self._send("deauthorize", "POST", url, headers=headers)
         _raise_for(response, "deauthorize")
 
     def revoke(self, token: str) -> None:
         """Revoke our access for the token's athlete (`/oauth/revoke`, client credentials)."""
         auth = (self.client_id or "", self.client_secret or "")
         url = self.oauth_url + "/revoke"
-        response = self.session.post(url, data={"token": token}, auth=auth, timeout=self.timeout)
+        response = self._send("revoke", "POST", url, data={"token": token}, auth=auth)
         _raise_for(response, "revoke")
 
     # -- push subscriptions (client credentials, no athlete token) --

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 
-from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from sqlalchemy.exc import SQLAlchemyError
 
 import models
@@ -37,24 +36,34 @@ class TokenCipher:
     PREFIX = "fernet:"
 
     def __init__(self, keys: str | None):
-        self._fernet = (
-            MultiFernet([Fernet(k.strip()) for k in keys.split(",") if k.strip()]) if keys else None
-        )
+        self._keys = [k.strip() for k in (keys or "").split(",") if k.strip()]
+        self._multi = None
+
+    def _fernet(self):
+        """The MultiFernet, made at first use: cryptography loads then, not at a cold start."""
+        if self._multi is None:
+            from cryptography.fernet import Fernet, MultiFernet
+
+            self._multi = MultiFernet([Fernet(key) for key in self._keys])
+        return self._multi
 
     def encrypt(self, token: str | None) -> str | None:
         """Encrypt a token for storage (stored as is when no key is configured)."""
-        if token is None or self._fernet is None:
+        if token is None or not self._keys:
             return token
-        return self.PREFIX + self._fernet.encrypt(token.encode()).decode()
+        return self.PREFIX + self._fernet().encrypt(token.encode()).decode()
 
     def decrypt(self, stored: str | None) -> str | None:
         """Decrypt a stored token; plaintext stored before a key was configured is read as is."""
         if stored is None or not stored.startswith(self.PREFIX):
             return stored
-        if self._fernet is None:
+        if not self._keys:
             raise RuntimeError("a token is encrypted but TOKEN_ENCRYPTION_KEY is not set")
+        fernet = self._fernet()
+        from cryptography.fernet import InvalidToken  # loaded already, with the keys
+
         try:
-            return self._fernet.decrypt(stored[len(self.PREFIX) :].encode()).decode()
+            return fernet.decrypt(stored[len(self.PREFIX) :].encode()).decode()
         except InvalidToken:
             raise RuntimeError(
                 "a token cannot be decrypted with any TOKEN_ENCRYPTION_KEY"

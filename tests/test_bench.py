@@ -58,6 +58,13 @@ def test_coldstart_compares_the_app_with_its_libraries():
 
 
 @real_services
+def test_coldstart_times_the_first_event_answered_and_queued():
+    out = bench("coldstart", "--rounds", "1", real=True)
+    assert "(2 of 2 events queued or scheduled in Redis)" in out
+    assert "cold start to the first event answered" in out
+
+
+@real_services
 def test_work_cost_counts_an_idle_run_and_a_busy_one():
     out = bench("work_cost", "--jobs", "2", "--database-url", REAL_DATABASE)
     assert "idle run (nothing queued or due)" in out and "run with 2 fetches" in out

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cryptography.fernet import Fernet
 from e2e_support import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,6 +34,7 @@ def loaded_modules(entry: str) -> set[str]:
         "STRAVA_CLIENT_ID": "4242",
         "STRAVA_CLIENT_SECRET": secrets.token_hex(20),
         "PUBLIC_URL": "https://club.example.org",
+        "TOKEN_ENCRYPTION_KEY": Fernet.generate_key().decode(),
     }
     code = f"import sys; import {entry}; print(' '.join(sorted(sys.modules)))"
     done = subprocess.run(
@@ -47,6 +49,14 @@ def test_a_production_entry_point_loads_no_tool_no_alembic_and_no_command(entry)
     loaded = loaded_modules(entry)
     assert entry in loaded and "sqlalchemy" in loaded
     assert sorted(m for m in loaded if m.split(".")[0] in FORBIDDEN) == []
+
+
+def test_vercel_loads_no_database_driver_http_client_or_cipher_before_its_first_request():
+    """What the first request needs loads then: the webhook's own answer needs no HTTP client."""
+    loaded = loaded_modules("api.index")
+    late = ("psycopg", "sqlalchemy.dialects.postgresql", "requests", "cryptography.fernet")
+    assert [m for m in late if m in loaded] == []
+    assert "web.pages" in loaded and "webhook" in loaded  # the whole app, not the refusing one
 
 
 def test_the_commands_still_load_under_the_flask_command():

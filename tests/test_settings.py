@@ -1,9 +1,11 @@
 """config.Settings: one frozen, typed object, one parser per kind of value, ASCII digits only."""
 
+import base64
 import dataclasses
 
 import pytest
 from conftest import ENV_NAMES, make_app
+from cryptography.fernet import Fernet
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -105,3 +107,30 @@ def test_settings_describe_where_data_lives_without_a_password():
     )
     assert settings.describe_database() == "PostgreSQL database strava on db.example.org:5433"
     assert settings.describe_redis() == "Redis database 4 on queue.example.org:6380"
+
+
+def _fernet_accepts(text: str) -> bool:
+    try:
+        Fernet(text)
+    except (ValueError, TypeError):
+        return False
+    return True
+
+
+@given(
+    text=st.one_of(
+        st.text(max_size=60),
+        st.binary(max_size=40).map(lambda b: base64.urlsafe_b64encode(b).decode()),
+        st.binary(min_size=32, max_size=32).map(lambda b: base64.urlsafe_b64encode(b).decode()),
+    )
+)
+def test_the_start_up_key_check_agrees_with_fernet(text):
+    """TOKEN_ENCRYPTION_KEY is checked without loading cryptography, and exactly as Fernet would."""
+    try:
+        parse.fernet_keys("TOKEN_ENCRYPTION_KEY", text)
+    except ConfigError:
+        accepted = False
+    else:
+        accepted = True
+    parts = [p.strip() for p in text.split(",")] if text.strip() else []
+    assert accepted == all(_fernet_accepts(p) for p in parts)

@@ -11,7 +11,6 @@ import hmac
 import logging
 import secrets
 
-import requests
 from flask import (
     Blueprint,
     abort,
@@ -229,7 +228,7 @@ def disconnect_rider():
             "Strava refused this site's own credentials, so nothing was changed: the "
             "club's operator must fix the site's Strava settings. Please try again later.",
         )
-    except (StravaError, requests.RequestException) as exc:
+    except StravaError as exc:
         log.warning("rider %s: disconnect failed at Strava: %s", rider.id, exc)
         abort(502, "Strava did not answer, so nothing was changed. Please try again shortly.")
     # Copies of this session end; this browser stays signed in to see what happened.
