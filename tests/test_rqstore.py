@@ -95,3 +95,25 @@ def test_a_fresh_claim_whose_job_is_not_in_redis_yet_is_being_enqueued(svc):
 def test_no_job_id_is_not_alive(svc):
     assert not rqstore.job_alive(svc.redis, None)
     assert not rqstore.job_alive(svc.redis, "never-queued")
+
+
+def test_a_job_popped_by_a_worker_that_died_before_starting_it_is_lost(svc):
+    """RQ pops from several queues with LPOP: a worker killed right after holds the job alone."""
+    job = svc.queue("strava").enqueue(observe)
+    svc.redis.set(KEY, job.id, px=OLDER_THAN_GRACE)
+    assert svc.redis.lpop(svc.queue("strava").key).decode() == job.id  # what the worker did
+
+    assert Job.fetch(job.id, connection=svc.redis).get_status() == JobStatus.QUEUED  # RQ's view
+    assert not rqstore.job_alive(svc.redis, job.id)
+    assert claims.claim(svc.redis, KEY, "newcomer") is None  # the next event gets a live job
+    assert svc.redis.get(KEY) == b"newcomer"
+
+
+def test_a_job_moved_to_the_intermediate_list_of_a_one_queue_worker_waits(svc):
+    queue = svc.queue("strava")
+    job = queue.enqueue(observe)
+    svc.redis.lmove(queue.key, queue.intermediate_queue_key)  # RQ's one-queue dequeue
+    svc.redis.set(KEY, job.id, px=OLDER_THAN_GRACE)
+
+    assert rqstore.job_alive(svc.redis, job.id)
+    assert claims.claim(svc.redis, KEY, "newcomer") == job.id

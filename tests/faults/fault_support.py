@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -29,12 +30,22 @@ from rq import Worker
 
 import config
 import models
-from services import QUEUES
 from strava_sim.push import post_event
 
-# RQ's knobs: the worker's loop comes round at least every worker_ttl - 15 s, and then restarts a
-# crashed scheduler once maintenance is due; together they bound how long a retry can be stuck.
-WORKER_KNOBS = ["--with-scheduler", "--worker-ttl", "60", "--maintenance-interval", "30"]
+
+def procfile_worker(redis_url: str) -> list[str]:
+    """The Procfile's worker command, on `redis_url`.
+
+    The faults meet the workers as deployed: our worker class (its maintenance runs the recovery
+    pass, which queues events stored while Redis was away; a stock `rq worker` never does) and
+    RQ's knobs (the loop comes round at least every worker_ttl - 15 s, and then restarts a crashed
+    scheduler once maintenance is due; together they bound how long a retry can be stuck).
+    """
+    procfile = (Path(__file__).resolve().parents[2] / "Procfile").read_text()
+    line = next(ln for ln in procfile.splitlines() if ln.startswith("worker:"))
+    command = shlex.split(line.removeprefix("worker:"))
+    assert command[:2] == ["rq", "worker"], line
+    return [str(BIN / "rq"), *(redis_url if a == "$REDIS_URL" else a for a in command[1:])]
 
 
 class OwnRedis:
@@ -172,9 +183,9 @@ class FaultStack(Stack):
     def start(self) -> FaultStack:
         self.start_web()
         supervisor = [str(BIN / "python"), str(Path(__file__).with_name("supervise.py"))]
-        worker = [str(BIN / "rq"), "worker", "--url", self.env["REDIS_URL"], *WORKER_KNOBS]
+        worker = procfile_worker(self.env["REDIS_URL"])
         for i in range(WORKERS):
-            argv = [*supervisor, *worker, *QUEUES]
+            argv = [*supervisor, *worker]
             self.workers.append(start_process(f"worker-{i}", argv, self.env, self.tmp_path))
         wait_until(self._healthy, timeout=30, what="gunicorn to answer /healthz")
         wait_until(self._workers_registered, timeout=30, what=f"{WORKERS} rq workers to register")
