@@ -27,13 +27,13 @@ from rq.registry import ScheduledJobRegistry, StartedJobRegistry
 from sqlalchemy.exc import SQLAlchemyError
 
 import models
-from jobs import fetch, rqstore
+from jobs import fetch, rqstore, status
 from jobs.queueing import RIDER_TIMEOUT
 
 log = logging.getLogger(__name__)
 
 EVERY = 30  # seconds between passes started by workers (a pass is a few small queries)
-RAN_KEY = "strava-sync:recovery-ran"
+RAN_KEY = status.RECOVERY_RAN_KEY  # `strava status` warns when workers listen but no pass runs
 # Whether a pass is due, by the services' clock (a driven clock drives the passes too): the time
 # of the last pass is kept in RAN_KEY, and only one process at a time may claim the next one.
 _CLAIM_RECOVERY = """

@@ -30,6 +30,8 @@ STALE_AFTER = timedelta(days=2)
 OVERDUE_AFTER = 60  # seconds a scheduled job may sit past its time before status says so
 STUCK_AFTER = timedelta(hours=6)  # longer than any wait for budget within a day's windows
 WEBHOOK_PATH = "/api/strava/webhook"
+# The recovery pass (jobs/recovery.py) stamps this key with its start, by the services' clock.
+RECOVERY_RAN_KEY = "strava-sync:recovery-ran"
 
 
 def run_summary(run) -> dict:
@@ -175,12 +177,19 @@ def collect_status(svc: Services, now: datetime | None = None) -> dict:
         status["last_work_run"] = burst.last_run(svc)
         status["last_work_run_age_seconds"] = _work_age(status["last_work_run"], now)
         status["queues"] = _queues(svc, now)
+        status["last_recovery_age_seconds"] = _recovery_age(svc, now)
         status["budget"] = svc.budget.snapshot()
         status["sweep_capacity"] = _sweep_capacity(svc, status["budget"], status["events_24h"])
     except redis.RedisError as exc:
         status["redis"] = f"down: {explain(exc, svc.settings)}"  # for the operator: /admin, CLI
     status["warnings"] = status_warnings(status)
     return status
+
+
+def _recovery_age(svc: Services, now: datetime) -> float | None:
+    """Seconds since the last recovery pass began (None: none in the last day, or never)."""
+    ran = svc.redis.get(RECOVERY_RAN_KEY)
+    return max(now.timestamp() - float(ran), 0.0) if ran else None
 
 
 def expected_callback(settings: Settings) -> str | None:

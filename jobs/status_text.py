@@ -14,6 +14,7 @@ from services.diagnose import START_WORKER
 QUIET_AFTER = timedelta(hours=24)  # no event for this long while riders are connected: warn
 SWEEP_LATE_AFTER = timedelta(hours=36)  # a nightly sweep missed at least once: warn
 WORK_SEEN_WITHIN = timedelta(days=1)  # a `strava work` run this recent stands in for workers
+RECOVERY_LATE_AFTER = timedelta(minutes=10)  # workers run the recovery pass every 30 s
 SUBSCRIPTION_SHOW = "flask --app app strava subscription show"
 RIDER_STATES = ("current", "stale", "needs reconnect", "deauthorized", "not connected")
 
@@ -69,7 +70,7 @@ def _worker_warnings(status: dict) -> list[str]:
     age = status.get("last_work_run_age_seconds")
     if age is not None and age <= WORK_SEEN_WITHIN.total_seconds():
         return []  # workers that come and go (GitHub Actions): listening now is not expected
-    found = []
+    found = _recovery_warnings(status)
     for name, q in status.get("queues", {}).items():
         late = ""
         if q["overdue"]:
@@ -93,6 +94,22 @@ def _worker_warnings(status: dict) -> list[str]:
                 f"({START_WORKER})"
             )
     return found
+
+
+def _recovery_warnings(status: dict) -> list[str]:
+    """Workers listen, but none runs the recovery pass: a stock `rq worker` never does."""
+    listening = any(q["workers"] for q in status.get("queues", {}).values())
+    age = status.get("last_recovery_age_seconds")
+    if status.get("mode") != "workers" or not listening:
+        return []
+    if age is not None and age <= RECOVERY_LATE_AFTER.total_seconds():
+        return []
+    since = "in the last day" if age is None else f"for {duration(age)}"
+    return [
+        f"workers are listening but none has run the recovery pass {since}, so events stored "
+        "while Redis was unreachable are never queued: start the workers with -w worker.Worker, "
+        f"as in {START_WORKER}"
+    ]
 
 
 def _connected(status: dict) -> str:

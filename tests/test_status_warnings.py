@@ -9,7 +9,7 @@ from conftest import CRON_SECRET, REAL_REDIS, connect_rider, run_jobs
 from rq import Worker
 from rq.scheduler import RQScheduler
 
-from jobs import status
+from jobs import recovery, status
 from services.diagnose import START_WORKER
 
 AUTH = {"Authorization": f"Bearer {CRON_SECRET}"}
@@ -82,3 +82,28 @@ def test_a_manual_sweep_skips_the_nightly_one_and_both_say_the_same(app, client,
     assert answer["reason"] in lines
     full = r"last full sweep: #1 done, started [^;]+; 1/1 rider, 0 created, 0 updated, 0 deleted"
     assert any(re.fullmatch(full, line) for line in lines), lines
+
+
+def _recovery_warnings(svc, now=None) -> list[str]:
+    return [w for w in status.collect_status(svc, now=now)["warnings"] if "recovery pass" in w]
+
+
+@pytest.mark.skipif(not REAL_REDIS, reason="RQ workers need a real Redis")
+def test_workers_that_never_run_the_recovery_pass_are_named_with_the_fix(app, svc):
+    """A stock `rq worker` takes jobs but never runs the pass: stranded events would wait."""
+    Worker([svc.queue("strava"), svc.queue("reconcile")], connection=svc.redis).register_birth()
+
+    assert _recovery_warnings(svc) == [
+        "workers are listening but none has run the recovery pass in the last day, so events "
+        "stored while Redis was unreachable are never queued: start the workers with "
+        f"-w worker.Worker, as in {START_WORKER}"
+    ]
+
+    recovery.run_if_due(svc)  # what worker.Worker's maintenance does every 30 s
+    assert _recovery_warnings(svc) == []
+    [late] = _recovery_warnings(svc, now=svc.now() + timedelta(minutes=11))
+    assert "none has run the recovery pass for 11 minutes" in late
+
+
+def test_no_worker_listening_is_no_reason_to_ask_for_the_recovery_pass(app, svc):
+    assert _recovery_warnings(svc) == []
