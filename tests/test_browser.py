@@ -30,9 +30,9 @@ CHROMEDRIVER = shutil.which("chromedriver")
 
 try:
     from selenium import webdriver
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.wait import WebDriverWait
 except ImportError:  # pragma: no cover - depends on the machine
     webdriver = None
@@ -116,7 +116,24 @@ def browser(monkeypatch):
 def click_and_wait(driver, element) -> None:
     """Click, then wait until the page the click left is gone (a click does not wait for it)."""
     element.click()
-    WebDriverWait(driver, 30).until(expected_conditions.staleness_of(element))
+    WebDriverWait(driver, 30).until(lambda _: left_the_document(element))
+
+
+def left_the_document(element) -> bool:
+    """Whether the element's page is gone: stale, in Selenium's words or in chromedriver's.
+
+    Asked mid-navigation, chromedriver may answer "Node with given id does not belong to the
+    document" instead of Selenium's stale-element error (seen in CI on 2026-12-06).
+    """
+    try:
+        element.is_enabled()
+    except StaleElementReferenceException:
+        return True
+    except WebDriverException as exc:
+        if "does not belong to the document" in str(exc):
+            return True
+        raise
+    return False
 
 
 def visit_checked(driver, name: str) -> None:
