@@ -17,6 +17,7 @@ from .schema import UTCDateTime, dialect_insert, strava_connection, webhook_even
 UPDATES_CAP = 2048  # characters of an event's `updates` JSON we keep
 ERROR_CAP = 500  # characters of an event's `error` we keep
 TEXT_CAP = 100  # characters of an (unknown) object_type or aspect_type we keep
+WAITING = ("pending", "queued")  # an event whose work is still to come
 TRUNCATED = "...[truncated]"
 
 
@@ -141,29 +142,19 @@ def set_event_status(
 
 def open_events(conn: Connection, object_type: str, object_id: int):
     """Events for one object still waiting for their work (pending or queued), oldest first."""
-    table = webhook_event
-    query = (
-        sa.select(table)
-        .where(
-            table.c.object_type == object_type,
-            table.c.object_id == object_id,
-            table.c.status.in_(("pending", "queued")),
-        )
-        .order_by(table.c.event_time, table.c.id)
-    )
-    return conn.execute(query).all()
+    return _open_events(conn, object_type, webhook_event.c.object_id == object_id)
 
 
 def open_events_by_owner(conn: Connection, object_type: str, owner_id: int):
     """Events of one type sent for one owner still waiting for their work, oldest first."""
+    return _open_events(conn, object_type, webhook_event.c.owner_id == owner_id)
+
+
+def _open_events(conn: Connection, object_type: str, which):
     table = webhook_event
     query = (
         sa.select(table)
-        .where(
-            table.c.object_type == object_type,
-            table.c.owner_id == owner_id,
-            table.c.status.in_(("pending", "queued")),
-        )
+        .where(table.c.object_type == object_type, which, table.c.status.in_(WAITING))
         .order_by(table.c.event_time, table.c.id)
     )
     return conn.execute(query).all()
@@ -173,7 +164,7 @@ def waiting_activities(conn: Connection, owner_id: int) -> dict[int, list[int]]:
     """An athlete's activities with events still waiting (pending or queued): id -> event ids."""
     table = webhook_event
     query = sa.select(table.c.object_id, table.c.id).where(
-        table.c.status.in_(("pending", "queued")),
+        table.c.status.in_(WAITING),
         table.c.object_type == "activity",
         table.c.owner_id == owner_id,
     )
@@ -220,7 +211,7 @@ def mark_queued(conn: Connection, event_id: int, job_id: str | None = None) -> N
     table = webhook_event
     conn.execute(
         table.update()
-        .where(table.c.id == event_id, table.c.status.in_(("pending", "queued")))
+        .where(table.c.id == event_id, table.c.status.in_(WAITING))
         .values(status="queued", job_id=job_id)
     )
 
@@ -254,7 +245,7 @@ def count_waiting_events(conn: Connection, received_before: datetime) -> int:
     """Events still `pending` or `queued` that arrived before a time."""
     table = webhook_event
     query = sa.select(sa.func.count()).where(
-        table.c.status.in_(("pending", "queued")), table.c.received_at < received_before
+        table.c.status.in_(WAITING), table.c.received_at < received_before
     )
     return conn.execute(query).scalar()
 
