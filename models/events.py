@@ -6,7 +6,7 @@ import functools
 import hashlib
 import json
 from collections.abc import Iterable
-from datetime import date, datetime
+from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -42,7 +42,6 @@ def store_event(
     fields: dict,
     unhandled: str | None,
     job_id: str | None = None,
-    today: date | None = None,
     *,
     now: datetime,
 ):
@@ -51,8 +50,9 @@ def store_event(
     An event whose athlete is connected is stored in one statement (one round trip: the webhook
     answers Strava while others wait for a connection): `queued` when it is handled (`unhandled`
     is None), else `ignored` with the reason. An event for an athlete who is not connected is
-    junk (junk.py): counted for `today`, stored as an example only while the day's bound allows;
-    its id is None when it was only counted. Status None: this exact event was stored before.
+    junk (junk.py): counted for the UTC day of `now`, stored as an example only while the day's
+    bound allows; its id is None when it was only counted. Status None: this exact event was
+    stored before.
     """
     params = dict(
         fields,
@@ -68,8 +68,7 @@ def store_event(
     found = conn.execute(_store_statement(conn.dialect.name, unhandled is None), params).first()
     if found is not None:
         return tuple(found)
-    day, at = today or params["received_at"].date(), params["received_at"]
-    counted = junk.count(conn, fields["owner_id"], day, at, params["identity"])
+    counted = junk.count(conn, fields["owner_id"], now.date(), now, params["identity"])
     if counted is None:
         return None, None, None
     reason = params["unhandled"] or f"athlete {fields['owner_id']} is not connected to us"
