@@ -24,7 +24,6 @@ import sys
 
 import click
 import redis
-import requests
 import rq
 from rq import worker_registration
 from sqlalchemy.exc import SQLAlchemyError
@@ -43,7 +42,8 @@ log = logging.getLogger(__name__)
 RECOVERY_EVERY = recovery.EVERY  # seconds between maintenance runs, idle or busy
 OUR_LOGGERS = ("jobs", "sync", "reconcile", "services", "strava_client", "models", __name__)
 # A job failing with one of these is the outside world, not a bug: the job logged it in one line.
-EXPECTED_FAILURES = (StravaError, NoPermit, requests.RequestException)
+# (Network errors reach jobs as StravaError: the client's one send path turns them into one.)
+EXPECTED_FAILURES = (StravaError, NoPermit)
 CONFIG_ERROR_EXIT = 4  # as gunicorn exits on a bad configuration
 
 

@@ -4,6 +4,7 @@ import logging
 import os
 from urllib.parse import urlsplit
 
+import pytest
 import requests
 import sqlalchemy as sa
 from conftest import configure, event, make_app, run_jobs
@@ -227,6 +228,19 @@ def test_network_error_names_the_call_and_host_never_the_query(app):
         assert exc.__cause__ is None and exc.__suppress_context__
     else:
         raise AssertionError("no Unreachable raised")
+
+
+@pytest.mark.parametrize("call", ["revoke", "deauthorize"])
+def test_a_revocation_that_cannot_reach_strava_is_unreachable_without_the_secret(app, call):
+    """Disconnect's calls take the client's one send path: a network error is Unreachable."""
+    client = app.extensions["strava_sync"].client
+    client.oauth_url = "http://127.0.0.1:1/oauth"  # nothing listens there
+    with pytest.raises(Unreachable) as caught:
+        getattr(client, call)("a-token-9f")
+    assert str(caught.value) == (
+        f"{call}: could not reach Strava at 127.0.0.1/oauth/{call} (ConnectionError)"
+    )
+    assert "a-token-9f" not in str(caught.value) and caught.value.__cause__ is None
 
 
 def test_attack_redaction_keeps_gunicorns_header_atoms_working():
