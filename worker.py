@@ -30,7 +30,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 import models
 import services
-from jobs import history, recovery
+from jobs import fetch, history, recovery
 from jobs.aliases import AliasJob  # imports every job module, once, in the parent
 from services import Services, deployed
 from services.diagnose import StartupError
@@ -155,6 +155,15 @@ class Worker(rq.Worker):
         for handler in self._exc_handlers:  # RQ's handler chain, which has no quiet mode
             if handler(job, *exc_info) is False:
                 break
+
+    def handle_work_horse_killed(self, job, retpid, ret_val, rusage) -> None:
+        """A horse died mid-job: free its fetch lock now, so RQ's retry need not wait it out."""
+        super().handle_work_horse_killed(job, retpid, ret_val, rusage)
+        try:
+            if fetch.release_fetch_lock(self.connection, job):
+                log.info("freed the fetch lock of %s, whose work horse died", job.id)
+        except redis.RedisError:
+            log.warning("could not free the fetch lock of %s; it lapses by itself", job.id)
 
     def main_work_horse(self, job, queue) -> None:
         """In the forked horse: forget the parent's pooled connections (never close them), work."""

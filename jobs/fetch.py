@@ -9,6 +9,11 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 
+import redis
+from redis.exceptions import LockNotOwnedError
+from rq import get_current_job
+from rq.job import Job
+
 import models
 import services
 from jobs import backlog, catchup, claims, pacing, queueing
@@ -23,7 +28,8 @@ from sync import allowance, eddington
 log = logging.getLogger(__name__)
 
 NOT_FOUND_RETRIES = (60, 300, 900)  # Strava can 404 for a while right after a create event
-# A fetch's lock outlives any live fetch; a killed worker's lock lapses soon after.
+# A fetch's lock outlives any live fetch; a killed worker's lock lapses soon after (a killed work
+# horse's is freed at once by its worker: `release_fetch_lock`).
 FETCH_LOCK_TTL = queueing.FETCH_TIMEOUT + 15
 # The most Strava reads one event can cost: each of its job's tries (the first and RQ's retries of
 # a failure) reads once, and a create's fetch reads again for each 404 retry. A catch-up list and a
@@ -99,12 +105,35 @@ def queue_revocation_check(svc: Services, athlete_id: int, at=None, job_id=None)
     return job_id
 
 
+def _fetch_lock(conn: redis.Redis, activity_id: int):
+    return conn.lock(f"strava-sync:activity-lock:{activity_id}", timeout=FETCH_LOCK_TTL)
+
+
+def release_fetch_lock(conn: redis.Redis, job: Job) -> bool:
+    """Free the activity lock a fetch job held when its work horse died; True if it held one.
+
+    The lock holds the id of the job that took it, so only that job's lock goes: a fetch of the
+    same activity by any other job keeps its own.
+    """
+    try:
+        if job.func is not sync_activity:
+            return False
+    except ValueError:  # a function this release does not have: not a fetch
+        return False
+    try:
+        _fetch_lock(conn, job.args[1]).do_release(job.id)
+    except LockNotOwnedError:
+        return False  # it never took the lock, or the lock lapsed already
+    return True
+
+
 @logged(lambda owner_id, activity_id, *_: f"activity {activity_id} of athlete {owner_id}")
 def sync_activity(owner_id: int, activity_id: int, not_found_retry: int = 0) -> str:
     """Fetch one activity from Strava and bring our copy in line with it."""
     svc = services.current()
-    lock = svc.redis.lock(f"strava-sync:activity-lock:{activity_id}", timeout=FETCH_LOCK_TTL)
-    if not lock.acquire(blocking=False):
+    lock = _fetch_lock(svc.redis, activity_id)
+    job = get_current_job()
+    if not lock.acquire(blocking=False, token=job.id if job else None):
         # Another fetch of this activity is running; this one must come after it, not beside it.
         queue_activity_sync(
             svc,

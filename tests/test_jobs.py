@@ -128,6 +128,42 @@ def test_a_second_job_for_a_locked_activity_waits_for_the_first(app, client, svc
     assert statuses(svc) == ["done"]
 
 
+def test_a_fetchs_lock_names_its_job_and_only_that_job_frees_it_after_a_death(
+    app, client, svc, sim
+):
+    _, athlete = connect_rider(app, sim)
+    activity = sim.create_activity(athlete)
+    lock_key = f"strava-sync:activity-lock:{activity}"
+    post(client, event(athlete, activity))
+    [job] = svc.queue("strava").get_jobs()
+    held = []
+    original = svc.client.get_activity
+
+    def get_activity_seeing_the_lock(*args, **kwargs):
+        held.append(svc.redis.get(lock_key))
+        return original(*args, **kwargs)
+
+    svc.client.get_activity = get_activity_seeing_the_lock
+    run_jobs(app)
+    assert held == [job.id.encode()]  # during the fetch the lock holds the job's id
+    assert svc.redis.get(lock_key) is None  # and the job freed it when done
+
+    # A work horse killed mid-fetch leaves the lock as it was; its worker frees it for that job...
+    svc.redis.set(lock_key, job.id)
+    assert fetch.release_fetch_lock(svc.redis, job)
+    assert svc.redis.get(lock_key) is None
+    # ...but never another job's fetch of the same activity, nor for a job that is not a fetch.
+    svc.redis.set(lock_key, "another-fetch")
+    assert not fetch.release_fetch_lock(svc.redis, job)
+    revoke = svc.queue("strava").enqueue(fetch.revoke_athlete, athlete, activity)
+    svc.redis.set(lock_key, revoke.id)
+    assert not fetch.release_fetch_lock(svc.redis, revoke)
+    foreign = svc.queue("strava").enqueue("elsewhere.not_ours", athlete, activity)
+    assert not fetch.release_fetch_lock(svc.redis, foreign)
+    assert svc.redis.get(lock_key) == revoke.id.encode()
+    assert sim.requests_by_activity[activity] == 1
+
+
 def test_forged_delete_changes_nothing(app, client, svc, sim):
     _, athlete = connect_rider(app, sim)
     activity = sim.create_activity(athlete, name="Still here")
