@@ -2,13 +2,14 @@
 
 import os
 import subprocess
+import threading
 from datetime import timedelta
 
 import pytest
 import rq
 import sqlalchemy as sa
 from conftest import PYTHONPATH, REAL_REDIS, configure, connect_rider, event, stop_redis_client
-from e2e_support import BIN
+from e2e_support import BIN, wait_until
 
 import models
 import services
@@ -87,6 +88,23 @@ def test_attack_redis_restarting_empty_does_not_hide_a_live_worker(app, svc):
     rq_worker.run_maintenance_tasks()  # registered already: nothing changes
     assert listening(svc, "strava") == 1
     rq_worker.register_death()
+
+
+def test_a_worker_stops_at_once_when_its_pubsub_thread_saw_the_unsubscribe_first(app, svc):
+    """A stopping worker does not wait out its pubsub thread's 60 s nap (redis-py 8.2 with RQ 2)."""
+    configure(svc, inline_ok=svc.inline)  # offline, Redis is the in-process stand-in: say so
+    with services.bind(svc):
+        rq_worker = worker.Worker([svc.queue("strava")], connection=svc.redis)
+    rq_worker.subscribe()
+    wait_until(lambda: rq_worker.pubsub.subscribed, timeout=10, what="the subscription")
+    # The race RQ's teardown can lose: the pubsub thread reads the unsubscribe answer before the
+    # worker stops it, and goes back to waiting up to 60 s for a subscription that never comes.
+    rq_worker.pubsub.unsubscribe()
+    wait_until(lambda: not rq_worker.pubsub.subscribed, timeout=10, what="the unsubscribe")
+    stopped = threading.Event()
+    threading.Thread(target=lambda: (rq_worker.unsubscribe(), stopped.set()), daemon=True).start()
+    # RQ bounds its wait for the thread to 1 s; a dependency that waits it out would take 60 s.
+    assert stopped.wait(timeout=20), "the worker waited out its pubsub thread"
 
 
 @pytest.mark.skipif(not REAL_REDIS, reason="a forked horse needs a Redis outside this process")
