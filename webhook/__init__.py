@@ -173,8 +173,8 @@ def receive_event():
         # One statement (the connection check and the insert), committed on its own: no BEGIN.
         with svc.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             job_id = queueing.new_job_id(fields)
-            reason = unhandled_reason(event)
-            stored = models.store_event(conn, fields, reason, job_id, now=svc.now())
+            unhandled = unhandled_reason(event)
+            stored = models.store_event(conn, fields, unhandled, job_id, now=svc.now())
             event_id, status, reason = stored
     except SQLAlchemyError:
         log.exception("could not store a webhook event")
