@@ -27,15 +27,15 @@ from rq.registry import ScheduledJobRegistry, StartedJobRegistry
 from sqlalchemy.exc import SQLAlchemyError
 
 import models
-from jobs import fetch, rqstore, status
+from jobs import fetch, rqstore
 from jobs.queueing import RIDER_TIMEOUT
+from jobs.status import RECOVERY_RAN_KEY  # `strava status` warns when no pass runs
 
 log = logging.getLogger(__name__)
 
 EVERY = 30  # seconds between passes started by workers (a pass is a few small queries)
-RAN_KEY = status.RECOVERY_RAN_KEY  # `strava status` warns when workers listen but no pass runs
 # Whether a pass is due, by the services' clock (a driven clock drives the passes too): the time
-# of the last pass is kept in RAN_KEY, and only one process at a time may claim the next one.
+# of the last pass is kept in RECOVERY_RAN_KEY, and only one process at a time may claim the next.
 _CLAIM_RECOVERY = """
 local last = tonumber(redis.call('GET', KEYS[1]))
 local now = tonumber(ARGV[1])
@@ -60,7 +60,7 @@ def run_if_due(svc) -> dict | None:
     """
     try:
         claim = svc.redis.register_script(_CLAIM_RECOVERY)
-        if not claim(keys=[RAN_KEY], args=[repr(svc.clock()), EVERY]):
+        if not claim(keys=[RECOVERY_RAN_KEY], args=[repr(svc.clock()), EVERY]):
             return None
         return run_pass(svc)
     except (redis.RedisError, SQLAlchemyError) as exc:

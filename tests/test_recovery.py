@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from conftest import configure, connect_rider, event, run_jobs, stop_redis_client
 
 import models
-from jobs import backfill, recovery, sweep
+from jobs import backfill, recovery, status, sweep
 
 LATER = timedelta(minutes=5)  # past ORPHAN_AFTER: an event this old is not being enqueued now
 
@@ -56,7 +56,7 @@ def test_worker_runs_the_pass_once_per_interval(app, client, svc, sim):
     post(client, event(athlete, sim.create_activity(athlete)))
     assert recovery.run_if_due(svc) is not None
     assert recovery.run_if_due(svc) is None
-    svc.redis.delete(recovery.RAN_KEY)  # as after a Redis restart
+    svc.redis.delete(status.RECOVERY_RAN_KEY)  # as after a Redis restart
     assert recovery.run_if_due(svc) is not None
 
 
